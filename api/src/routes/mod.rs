@@ -1,0 +1,24 @@
+//! One module per resource; this root only merges their routers.
+
+pub mod api_keys;
+pub mod auth;
+pub mod bots;
+pub mod executions;
+pub mod fleet;
+pub mod health;
+pub mod users;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+/// Every `/api/v1` route.
+pub fn api_v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(api_keys::router())
+        .merge(bots::router())
+        .merge(executions::router())
+        .merge(fleet::router())
+}

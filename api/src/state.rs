@@ -1,0 +1,18 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use codex32_shared::Backends;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::TokenKeys;
+
+/// Shared, cheaply cloned state of the API.
+#[derive(Clone)]
+pub struct AppState {
+    pub backends: Backends,
+    pub tokens: Arc<TokenKeys>,
+    /// Largest execution input, in bytes of JSON.
+    pub max_input_bytes: usize,
+    pub metrics: PrometheusHandle,
+}

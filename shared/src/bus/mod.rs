@@ -1,0 +1,85 @@
+//! The event bus (design §3.4): every state change, log line and heartbeat is published here
+//! and fanned out to WebSocket subscribers and to workers (cancel requests). Delivery is
+//! best effort — the store stays the truth; a missed event is a late update, never lost work.
+
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::domain::{ExecStatus, Execution, LogStream};
+
+/// Events a subscriber can lag behind by before it starts missing some.
+pub const LOCAL_CAPACITY: usize = 4096;
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Event {
+    /// An execution changed state.
+    #[serde(rename = "execution.updated")]
+    ExecutionUpdated {
+        id: Uuid,
+        bot_id: Uuid,
+        owner_id: Uuid,
+        status: ExecStatus,
+        attempt: i32,
+        worker_id: Option<String>,
+        exit_code: Option<i32>,
+        error: Option<String>,
+    },
+    /// An execution printed a line.
+    #[serde(rename = "execution.log")]
+    ExecutionLog {
+        execution_id: Uuid,
+        attempt: i32,
+        stream: LogStream,
+        line: String,
+    },
+    /// A worker is alive.
+    #[serde(rename = "worker.heartbeat")]
+    WorkerHeartbeat {
+        worker_id: String,
+        running: i32,
+        slots: i32,
+        state: String,
+    },
+    /// A cancel was asked for a running execution: its worker stops it.
+    #[serde(rename = "execution.cancel_requested")]
+    CancelRequested { execution_id: Uuid },
+}
+
+impl Event {
+    /// The `execution.updated` event for an execution as it now is.
+    pub fn updated(e: &Execution) -> Self {
+        Event::ExecutionUpdated {
+            id: e.id,
+            bot_id: e.bot_id,
+            owner_id: e.owner_id,
+            status: e.status,
+            attempt: e.attempt,
+            worker_id: e.worker_id.clone(),
+            exit_code: e.exit_code,
+            error: e.error.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("event could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Publish to everyone; subscribe to everything (subscribers filter).
+#[async_trait]
+pub trait Bus: Send + Sync {
+    async fn publish(&self, event: &Event) -> Result<(), BusError>;
+    /// A new receiver of every event published from now on, in this process or any other.
+    fn subscribe(&self) -> broadcast::Receiver<Event>;
+}

@@ -1,0 +1,24 @@
+//! What a worker reports about itself.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::Timestamp;
+
+/// A worker's registration and last heartbeat, as kept in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub hostname: String,
+    pub version: String,
+    #[sqlx(json)]
+    pub pools: Vec<String>,
+    /// Concurrent executions it can run.
+    pub slots: i32,
+    /// Executions running at the last heartbeat.
+    pub running: i32,
+    /// `alive`, `draining` or `gone` as last reported; the API shows `lost` for a silent worker.
+    pub state: String,
+    pub started_at: Timestamp,
+    pub last_seen_at: Timestamp,
+}

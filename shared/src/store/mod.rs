@@ -1,0 +1,217 @@
+//! The store: the source of truth (design §3.1). One set of traits, two implementations
+//! (PostgreSQL and SQLite) that run the same SQL text, and one conformance suite for both
+//! (`shared/tests/store_conformance.rs`).
+//!
+//! Every write of a result is fenced: it names the attempt (and worker) it belongs to and
+//! changes nothing if the execution has moved on, so a late worker cannot overwrite a newer one.
+
+mod error;
+pub mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use error::StoreError;
+
+use crate::Timestamp;
+use crate::domain::{
+    ApiKey, Bot, BotSpec, BotVersion, ExecStatus, Execution, LogLine, LogStream, NewExecution,
+    User, WorkerInfo,
+};
+
+/// Users and their API keys.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Fails with [`StoreError::Conflict`] if the email is taken.
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn list_api_keys(&self, user_id: Option<Uuid>) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes a live key; `owner` restricts it to that user's keys. False if none matched.
+    async fn revoke_api_key(
+        &self,
+        id: Uuid,
+        owner: Option<Uuid>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    async fn touch_api_key(&self, id: Uuid, at: Timestamp) -> Result<(), StoreError>;
+}
+
+/// Bots and their immutable versions.
+#[async_trait]
+pub trait BotStore: Send + Sync {
+    /// Creates the bot and its version 1; [`StoreError::Conflict`] if a live bot has the name.
+    async fn create_bot(
+        &self,
+        id: Uuid,
+        owner_id: Uuid,
+        spec: &BotSpec,
+        at: Timestamp,
+    ) -> Result<Bot, StoreError>;
+    async fn get_bot(&self, id: Uuid) -> Result<Option<Bot>, StoreError>;
+    /// Live bots, newest first; `owner` restricts to one user's.
+    async fn list_bots(&self, owner: Option<Uuid>) -> Result<Vec<Bot>, StoreError>;
+    /// Stores `spec` as the next version; None if the bot does not exist.
+    async fn update_bot(
+        &self,
+        id: Uuid,
+        spec: &BotSpec,
+        at: Timestamp,
+    ) -> Result<Option<Bot>, StoreError>;
+    /// Soft-deletes: executions keep pointing at it. False if it was not live.
+    async fn delete_bot(&self, id: Uuid, at: Timestamp) -> Result<bool, StoreError>;
+    async fn bot_versions(&self, id: Uuid) -> Result<Vec<BotVersion>, StoreError>;
+    async fn bot_version(&self, id: Uuid, version: i32) -> Result<Option<BotVersion>, StoreError>;
+}
+
+/// Which executions to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub bot_id: Option<Uuid>,
+    pub status: Option<ExecStatus>,
+    pub owner_id: Option<Uuid>,
+    /// Only executions older than this one (a page cursor).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// A fenced write of an attempt's end: a final state, or `Queued` for a retry at `run_at`.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: Uuid,
+    pub attempt: i32,
+    /// The lease holder; `None` (the lease reaper) matches any holder whose lease has expired.
+    pub worker_id: Option<String>,
+    pub status: ExecStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+    pub at: Timestamp,
+    pub duration_ms: Option<i64>,
+    /// For a retry: when the next attempt may start.
+    pub run_at: Option<Timestamp>,
+}
+
+/// Executions: creation, the lease lifecycle and fenced results.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Creates a queued execution. With an idempotency key already used for this bot, returns
+    /// the first execution and `false` instead.
+    async fn create_execution(
+        &self,
+        new: &NewExecution,
+        owner_id: Uuid,
+        at: Timestamp,
+    ) -> Result<(Execution, bool), StoreError>;
+    async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError>;
+    async fn list_executions(&self, filter: &ExecutionFilter)
+    -> Result<Vec<Execution>, StoreError>;
+    /// A queued execution becomes `cancelled`; a running one gets `cancel_requested` for its
+    /// worker to act on. Returns the execution as it now is (None if unknown).
+    async fn request_cancel(
+        &self,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Option<Execution>, StoreError>;
+    /// Takes the lease of a queued, due execution for `worker_id` until `lease_until`.
+    /// None if it is not queued (already taken, cancelled, finished) or not yet due.
+    async fn claim_execution(
+        &self,
+        id: Uuid,
+        worker_id: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Execution>, StoreError>;
+    /// Extends a lease still held by `worker_id` at `attempt`. None if the lease is lost;
+    /// otherwise whether a cancel was requested.
+    async fn renew_lease(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        worker_id: &str,
+        until: Timestamp,
+    ) -> Result<Option<bool>, StoreError>;
+    /// Writes an attempt's end if the lease still matches; false means it did not (stale).
+    async fn finish_execution(&self, finish: &Finish) -> Result<bool, StoreError>;
+    /// Running executions whose lease ended before `now`, oldest first.
+    async fn expired_leases(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Execution>, StoreError>;
+    /// Queued executions in id order after `after`: the reconciler walks them in pages.
+    async fn queued_page(
+        &self,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Execution>, StoreError>;
+}
+
+/// One line to append to an execution's log.
+#[derive(Debug, Clone)]
+pub struct NewLogLine {
+    pub execution_id: Uuid,
+    pub attempt: i32,
+    pub stream: LogStream,
+    pub line: String,
+    pub at: Timestamp,
+}
+
+/// Execution logs.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Appends lines in one statement.
+    async fn append_logs(&self, lines: &[NewLogLine]) -> Result<(), StoreError>;
+    /// Lines with an id above `after`, in order.
+    async fn read_logs(
+        &self,
+        execution_id: Uuid,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>, StoreError>;
+}
+
+/// One audited action.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub target: String,
+    pub details: Value,
+    pub at: Timestamp,
+}
+
+/// The audit log and the worker registry.
+#[async_trait]
+pub trait OpsStore: Send + Sync {
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    async fn upsert_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError>;
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
+    /// Cheapest round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Applies pending schema migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+}
+
+/// The whole store.
+pub trait Store: UserStore + BotStore + ExecutionStore + LogStore + OpsStore {}
+impl<T: UserStore + BotStore + ExecutionStore + LogStore + OpsStore> Store for T {}
+
+/// Opens the store named by `url` (`postgres://…` or `sqlite://…`).
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(sql::PgStore::connect(url).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(sql::SqliteStore::open(path).await?))
+    } else {
+        Err(StoreError::Config(
+            "the database URL must start with postgres:// or sqlite://".to_owned(),
+        ))
+    }
+}

@@ -1,0 +1,185 @@
+//! Executions for both SQL stores: creation with idempotency, the lease lifecycle, and fenced
+//! results. Every state change is one conditional UPDATE, so concurrent claimers, late workers
+//! and the lease reaper can never both win.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{PgStore, SqliteStore};
+use crate::Timestamp;
+use crate::domain::{ExecStatus, Execution, NewExecution};
+use crate::store::{ExecutionFilter, ExecutionStore, Finish, StoreError};
+
+macro_rules! columns {
+    () => {
+        "id, bot_id, bot_version, owner_id, pool, status, attempt, max_attempts, priority, input, output, \
+    error, exit_code, worker_id, idempotency_key, cancel_requested, run_at, lease_expires_at, queued_at, \
+    started_at, finished_at, duration_ms, created_by"
+    };
+}
+
+/// The lease is fenced by attempt and status; the holder by worker id, or — for the reaper,
+/// which names no worker — by the lease having expired.
+macro_rules! fence {
+    () => {
+        "id = $1 AND attempt = $2 AND status = 'running'
+    AND (($3 IS NOT NULL AND worker_id = $3) OR ($3 IS NULL AND lease_expires_at < $4))"
+    };
+}
+
+const FINISH_FINAL: &str = concat!(
+    "UPDATE executions SET status = $5, output = $6, error = $7, exit_code = $8, finished_at = $4,
+         duration_ms = $9, lease_expires_at = NULL WHERE ",
+    fence!()
+);
+
+/// A retry goes back to `queued` with the next attempt number — unless a cancel arrived
+/// meanwhile, which ends it instead of leaving an unclaimable queued row.
+const FINISH_RETRY: &str = concat!(
+    "UPDATE executions SET
+         status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+         attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt + 1 END,
+         finished_at = CASE WHEN cancel_requested THEN $4 ELSE NULL END,
+         output = NULL, error = $7, exit_code = $8, duration_ms = $9, run_at = $10,
+         worker_id = NULL, lease_expires_at = NULL, started_at = NULL
+         WHERE ",
+    fence!()
+);
+
+macro_rules! execution_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait]
+        impl ExecutionStore for $store {
+            async fn create_execution(&self, new: &NewExecution, owner_id: Uuid, at: Timestamp) -> Result<(Execution, bool), StoreError> {
+                let sql = concat!("INSERT INTO executions (id, bot_id, bot_version, owner_id, pool, status, attempt, max_attempts,
+                       priority, input, idempotency_key, cancel_requested, run_at, queued_at, created_by)
+                     VALUES ($1, $2, $3, $4, $5, 'queued', 1, $6, $7, $8, $9, FALSE, $10, $11, $12)
+                     ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ", columns!());
+                let created: Option<Execution> = sqlx::query_as(sql)
+                    .bind(new.id)
+                    .bind(new.bot_id)
+                    .bind(new.bot_version)
+                    .bind(owner_id)
+                    .bind(&new.pool)
+                    .bind(new.max_attempts)
+                    .bind(new.priority)
+                    .bind(sqlx::types::Json(&new.input))
+                    .bind(&new.idempotency_key)
+                    .bind(new.run_at)
+                    .bind(at)
+                    .bind(new.created_by)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some(execution) = created {
+                    return Ok((execution, true));
+                }
+                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE bot_id = $1 AND idempotency_key = $2");
+                let first: Execution = sqlx::query_as(sql)
+                    .bind(new.bot_id)
+                    .bind(&new.idempotency_key)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok((first, false))
+            }
+
+            async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {
+                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE id = $1");
+                Ok(sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", columns!(), " FROM executions WHERE TRUE"));
+                if let Some(bot_id) = filter.bot_id {
+                    q.push(" AND bot_id = ").push_bind(bot_id);
+                }
+                if let Some(status) = filter.status {
+                    q.push(" AND status = ").push_bind(status);
+                }
+                if let Some(owner) = filter.owner_id {
+                    q.push(" AND owner_id = ").push_bind(owner);
+                }
+                if let Some(before) = filter.before {
+                    q.push(" AND id < ").push_bind(before);
+                }
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+                Ok(q.build_query_as().fetch_all(&self.pool).await?)
+            }
+
+            async fn request_cancel(&self, id: Uuid, at: Timestamp) -> Result<Option<Execution>, StoreError> {
+                let sql = concat!("UPDATE executions SET status = 'cancelled', finished_at = $2, error = 'cancelled before it started'
+                     WHERE id = $1 AND status = 'queued' RETURNING ", columns!());
+                if let Some(done) = sqlx::query_as(sql).bind(id).bind(at).fetch_optional(&self.pool).await? {
+                    return Ok(Some(done));
+                }
+                let sql = concat!("UPDATE executions SET cancel_requested = TRUE WHERE id = $1 AND status = 'running' RETURNING ", columns!());
+                if let Some(flagged) = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await? {
+                    return Ok(Some(flagged));
+                }
+                self.get_execution(id).await
+            }
+
+            async fn claim_execution(&self, id: Uuid, worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<Execution>, StoreError> {
+                let sql = concat!("UPDATE executions SET status = 'running', worker_id = $2, started_at = $3, lease_expires_at = $4
+                     WHERE id = $1 AND status = 'queued' AND (run_at IS NULL OR run_at <= $3) RETURNING ", columns!());
+                Ok(sqlx::query_as(sql)
+                    .bind(id)
+                    .bind(worker_id)
+                    .bind(now)
+                    .bind(lease_until)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn renew_lease(&self, id: Uuid, attempt: i32, worker_id: &str, until: Timestamp) -> Result<Option<bool>, StoreError> {
+                let row: Option<(bool,)> = sqlx::query_as(
+                    "UPDATE executions SET lease_expires_at = $4
+                     WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = 'running'
+                     RETURNING cancel_requested",
+                )
+                .bind(id)
+                .bind(attempt)
+                .bind(worker_id)
+                .bind(until)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(cancel,)| cancel))
+            }
+
+            async fn finish_execution(&self, f: &Finish) -> Result<bool, StoreError> {
+                let sql = if f.status == ExecStatus::Queued { FINISH_RETRY } else { FINISH_FINAL };
+                let done = sqlx::query(sql)
+                    .bind(f.id)
+                    .bind(f.attempt)
+                    .bind(&f.worker_id)
+                    .bind(f.at)
+                    .bind(f.status)
+                    .bind(f.output.as_ref().map(sqlx::types::Json))
+                    .bind(&f.error)
+                    .bind(f.exit_code)
+                    .bind(f.duration_ms)
+                    .bind(f.run_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn expired_leases(&self, now: Timestamp, limit: i64) -> Result<Vec<Execution>, StoreError> {
+                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE status = 'running' AND lease_expires_at < $1
+                     ORDER BY lease_expires_at LIMIT $2");
+                Ok(sqlx::query_as(sql).bind(now).bind(limit).fetch_all(&self.pool).await?)
+            }
+
+            async fn queued_page(&self, after: Option<Uuid>, limit: i64) -> Result<Vec<Execution>, StoreError> {
+                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE status = 'queued' AND id > $1 ORDER BY id LIMIT $2");
+                Ok(sqlx::query_as(sql)
+                    .bind(after.unwrap_or(Uuid::nil()))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+        }
+    };
+}
+
+execution_store!(PgStore, sqlx::Postgres);
+execution_store!(SqliteStore, sqlx::Sqlite);

@@ -1,0 +1,88 @@
+//! The two SQL stores. Both run the same SQL text — sqlx binds `$1`-style parameters in
+//! SQLite too, and [`crate::Timestamp`] encodes for each — so each aggregate's queries are
+//! written once, in a macro that implements its trait for [`PgStore`] and [`SqliteStore`].
+
+mod bots;
+mod executions;
+mod logs;
+mod ops;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use super::StoreError;
+
+/// The distributed store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// The embedded store: one SQLite file in WAL mode.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl PgStore {
+    /// Connects (lazily retrying inside the pool); does not migrate.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn run_migrations(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations").run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Config(format!(
+                    "cannot create the directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        store.run_migrations().await?;
+        Ok(store)
+    }
+
+    pub async fn run_migrations(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("src/store/sql/sqlite_migrations")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! The audit log, the worker registry, health and migrations, for both SQL stores.
+
+use async_trait::async_trait;
+
+use super::{PgStore, SqliteStore};
+use crate::domain::WorkerInfo;
+use crate::store::{AuditEntry, OpsStore, StoreError};
+
+macro_rules! ops_store {
+    ($store:ty) => {
+        #[async_trait]
+        impl OpsStore for $store {
+            async fn record_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO audit_log (id, at, actor_id, action, target, details) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(uuid::Uuid::now_v7())
+                .bind(e.at)
+                .bind(e.actor_id)
+                .bind(&e.action)
+                .bind(&e.target)
+                .bind(sqlx::types::Json(&e.details))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn upsert_worker(&self, w: &WorkerInfo) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO workers (id, hostname, version, pools, slots, running, state, started_at, last_seen_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (id) DO UPDATE SET running = excluded.running, state = excluded.state,
+                       last_seen_at = excluded.last_seen_at, pools = excluded.pools, slots = excluded.slots",
+                )
+                .bind(&w.id)
+                .bind(&w.hostname)
+                .bind(&w.version)
+                .bind(sqlx::types::Json(&w.pools))
+                .bind(w.slots)
+                .bind(w.running)
+                .bind(&w.state)
+                .bind(w.started_at)
+                .bind(w.last_seen_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT id, hostname, version, pools, slots, running, state, started_at, last_seen_at
+                     FROM workers ORDER BY last_seen_at DESC LIMIT 1000",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> Result<(), StoreError> {
+                self.run_migrations().await
+            }
+        }
+    };
+}
+
+ops_store!(PgStore);
+ops_store!(SqliteStore);

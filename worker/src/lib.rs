@@ -1,0 +1,12 @@
+//! The codex32 worker: pulls executions of its pools from the queue, leases them in the
+//! store, runs each through an [`executor::Executor`], heartbeats its leases, and writes the
+//! result only while it still holds the lease (design §3.2). On shutdown it stops pulling,
+//! lets running executions finish within a grace period, and hands back the rest.
+
+mod dispatch;
+pub mod executor;
+mod heartbeat;
+mod logs;
+mod runner;
+
+pub use dispatch::run;

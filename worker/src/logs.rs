@@ -1,0 +1,157 @@
+//! An attempt's output lines on their way to the store (in batches) and the bus (live),
+//! capped at a byte budget per attempt with one marker line when cut.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codex32_shared::Timestamp;
+use codex32_shared::bus::{Bus, Event};
+use codex32_shared::domain::LogStream;
+use codex32_shared::store::{NewLogLine, Store};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Lines written to the store in one statement at most; also the flush trigger.
+const BATCH: usize = 256;
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Where an executor sends output lines. Cheap to clone; the writer ends when all clones drop.
+#[derive(Clone)]
+pub struct LogSink {
+    tx: mpsc::Sender<(LogStream, String)>,
+}
+
+impl LogSink {
+    /// One line of raw output (without its newline); invalid UTF-8 is replaced.
+    pub async fn line(&self, stream: LogStream, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let _ = self
+            .tx
+            .send((stream, text.trim_end_matches('\r').to_owned()))
+            .await;
+    }
+
+    /// A note from codex32 itself, kept with the bot's lines.
+    pub async fn system(&self, text: impl Into<String>) {
+        let _ = self.tx.send((LogStream::System, text.into())).await;
+    }
+}
+
+/// What the writer learnt from the whole output.
+#[derive(Debug, Default)]
+pub struct LogSummary {
+    /// The last non-empty stdout line, even past the cap: the fallback result.
+    pub last_stdout: Option<String>,
+    pub truncated: bool,
+}
+
+/// Starts the writer of one attempt's log.
+pub fn start(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    execution_id: Uuid,
+    attempt: i32,
+    limit_bytes: usize,
+) -> (LogSink, JoinHandle<LogSummary>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let writer = Writer {
+        store,
+        bus,
+        execution_id,
+        attempt,
+        limit_bytes,
+        used: 0,
+        pending: Vec::new(),
+        summary: LogSummary::default(),
+    };
+    (LogSink { tx }, tokio::spawn(writer.run(rx)))
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    execution_id: Uuid,
+    attempt: i32,
+    limit_bytes: usize,
+    used: usize,
+    pending: Vec<NewLogLine>,
+    summary: LogSummary,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<(LogStream, String)>) -> LogSummary {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some((stream, line)) => {
+                        self.accept(stream, line).await;
+                        if self.pending.len() >= BATCH {
+                            self.flush().await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+        self.flush().await;
+        self.summary
+    }
+
+    async fn accept(&mut self, stream: LogStream, line: String) {
+        if stream == LogStream::Stdout && !line.trim().is_empty() {
+            self.summary.last_stdout = Some(line.clone());
+        }
+        if self.summary.truncated {
+            return;
+        }
+        if self.used + line.len() > self.limit_bytes && stream != LogStream::System {
+            self.summary.truncated = true;
+            let note = format!(
+                "[codex32] log limit of {} KiB reached; further output is not kept",
+                self.limit_bytes / 1024
+            );
+            self.push(LogStream::System, note).await;
+            return;
+        }
+        self.used += line.len();
+        self.push(stream, line).await;
+    }
+
+    async fn push(&mut self, stream: LogStream, line: String) {
+        let event = Event::ExecutionLog {
+            execution_id: self.execution_id,
+            attempt: self.attempt,
+            stream,
+            line: line.clone(),
+        };
+        if let Err(e) = self.bus.publish(&event).await {
+            tracing::debug!(error = %e, "Log line not published on the bus.");
+        }
+        self.pending.push(NewLogLine {
+            execution_id: self.execution_id,
+            attempt: self.attempt,
+            stream,
+            line,
+            at: Timestamp::now(),
+        });
+    }
+
+    /// Writes pending lines; on a store error keeps them for the next try, within the budget.
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match self.store.append_logs(&self.pending).await {
+            Ok(()) => self.pending.clear(),
+            Err(e) => {
+                tracing::warn!(execution_id = %self.execution_id, error = %e, "Cannot store log lines; will retry.");
+                if self.pending.len() > 16 * BATCH {
+                    self.pending.drain(..BATCH);
+                }
+            }
+        }
+    }
+}
