@@ -114,6 +114,13 @@ impl ProcessExecutor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. The signal
+        // ends the bot if the worker dies without cleaning up (kill -9, OOM).
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(std::io::Error::from)
+            });
+        }
         cmd
     }
 }

@@ -25,12 +25,16 @@ macro_rules! ops_store {
                 Ok(())
             }
 
+            /// Every column follows the latest report: a worker id may be configured, so the
+            /// same id can come back as a restarted, upgraded process on another host.
             async fn upsert_worker(&self, w: &WorkerInfo) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO workers (id, hostname, version, pools, slots, running, state, started_at, last_seen_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                     ON CONFLICT (id) DO UPDATE SET running = excluded.running, state = excluded.state,
-                       last_seen_at = excluded.last_seen_at, pools = excluded.pools, slots = excluded.slots",
+                     ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, version = excluded.version,
+                       pools = excluded.pools, slots = excluded.slots, running = excluded.running,
+                       state = excluded.state, started_at = excluded.started_at,
+                       last_seen_at = excluded.last_seen_at",
                 )
                 .bind(&w.id)
                 .bind(&w.hostname)

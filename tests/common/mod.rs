@@ -1,0 +1,362 @@
+//! End-to-end test harness: starts the real `codex32` binary (dev, or api + scheduler +
+//! workers against a private PostgreSQL schema and a private redis-server), talks to it over
+//! HTTP like a user, and kills every process it started when the test ends.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use codex32_shared::testing::{TestRedis, TestSchema, eventually};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+pub const ADMIN_EMAIL: &str = "admin@test.local";
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
+const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// A codex32 process; SIGKILLed on drop unless it already exited.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.pid()), sig);
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let status = eventually(
+            Duration::from_secs(60),
+            &format!("{} to exit", self.name),
+            || {
+                let status = self.child.try_wait().ok().flatten();
+                async move { status }
+            },
+        )
+        .await;
+        status
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The common environment of a test's processes; nothing leaks in from the host's.
+pub fn base_env(dir: &Path) -> Vec<(String, String)> {
+    [
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", std::env::var("HOME").unwrap_or_default()),
+        ("CODEX32_DATA_DIR", dir.display().to_string()),
+        ("CODEX32_BIND", "127.0.0.1:0".into()),
+        (
+            "CODEX32_LOG",
+            "warn,codex32_worker=info,codex32_scheduler=info".into(),
+        ),
+        ("CODEX32_ADMIN_EMAIL", ADMIN_EMAIL.into()),
+        ("CODEX32_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
+        ("CODEX32_JWT_SECRET", JWT_SECRET.into()),
+        ("CODEX32_LEASE_TTL_S", "2".into()),
+        ("CODEX32_RETRY_BASE_MS", "100".into()),
+        ("CODEX32_RETRY_MAX_MS", "400".into()),
+        ("CODEX32_SCHEDULER_TICK_MS", "100".into()),
+        ("CODEX32_RECONCILE_INTERVAL_S", "1".into()),
+        ("CODEX32_DRAIN_TIMEOUT_S", "5".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Starts `codex32 <args>` with `env`; its stderr goes to `<dir>/<name>.log`.
+pub fn start(
+    name: &str,
+    args: &[&str],
+    env: &[(String, String)],
+    dir: &Path,
+) -> (Proc, mpsc::Receiver<String>) {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codex32"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start codex32");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (
+        Proc {
+            name: name.to_owned(),
+            child,
+        },
+        rx,
+    )
+}
+
+/// Starts a process serving the API and returns it with its base URL.
+pub fn start_api(
+    name: &str,
+    args: &[&str],
+    env: &[(String, String)],
+    dir: &Path,
+) -> (Proc, String) {
+    let (proc, lines) = start(name, args, env, dir);
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                let log =
+                    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+                panic!("{name} did not announce its address; its log:\n{log}")
+            });
+        if let Some(url) = line.strip_prefix("codex32 API listening on ") {
+            return (proc, url.trim().to_owned());
+        }
+    }
+}
+
+/// An HTTP client logged in as the bootstrap admin.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl Client {
+    pub async fn login(base: &str) -> Self {
+        let http = reqwest::Client::new();
+        let resp = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(resp.status(), 200, "login failed");
+        let body: Value = resp.json().await.expect("login body");
+        Self {
+            base: base.to_owned(),
+            http,
+            token: body["access_token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// Sends a request with the admin token; returns status and JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Creates a bot and returns its id.
+    pub async fn bot(&self, spec: Value) -> String {
+        let (status, body) = self.post("/bots", spec).await;
+        assert_eq!(status, 201, "create bot: {body}");
+        body["id"].as_str().expect("bot id").to_owned()
+    }
+
+    /// Starts an execution and returns its id.
+    pub async fn run(&self, bot: &str, input: Value) -> String {
+        let (status, body) = self
+            .post(
+                &format!("/bots/{bot}/executions"),
+                json!({ "input": input }),
+            )
+            .await;
+        assert_eq!(status, 202, "run: {body}");
+        body["id"].as_str().expect("execution id").to_owned()
+    }
+
+    /// Waits until the execution reaches a final state and returns it.
+    pub async fn finished(&self, id: &str, timeout: Duration) -> Value {
+        eventually(
+            timeout,
+            &format!("execution {id} to finish"),
+            || async move {
+                let e = self.get(&format!("/executions/{id}")).await;
+                let status = e["status"].as_str().unwrap_or_default().to_owned();
+                ["succeeded", "failed", "timed_out", "cancelled"]
+                    .contains(&status.as_str())
+                    .then_some(e)
+            },
+        )
+        .await
+    }
+
+    pub async fn logs(&self, id: &str) -> Vec<String> {
+        let page = self.get(&format!("/executions/{id}/logs")).await;
+        page["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .map(|l| l["line"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// `codex32 dev` in a temp data dir.
+pub struct Dev {
+    pub proc: Option<Proc>,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl Dev {
+    pub async fn start(extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
+        let mut env = base_env(dir.path());
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (proc, url) = start_api("dev", &["dev"], &env, dir.path());
+        let client = Client::login(&url).await;
+        Self {
+            proc: Some(proc),
+            client,
+            dir,
+        }
+    }
+
+    /// Stops it with SIGTERM and hands back the data dir for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        let status = self.proc.take().expect("running").terminate().await;
+        assert!(status.success(), "codex32 dev exited with {status}");
+        self.dir
+    }
+}
+
+/// api + scheduler + workers on a private PostgreSQL schema and redis-server.
+pub struct Cluster {
+    pub client: Client,
+    pub api: Proc,
+    pub scheduler: Proc,
+    pub workers: Vec<Proc>,
+    pub redis: TestRedis,
+    pub schema: TestSchema,
+    pub env: Vec<(String, String)>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(workers: usize, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let schema = TestSchema::create().await;
+        let redis = TestRedis::start();
+        let mut env = base_env(dir.path());
+        env.push(("CODEX32_DATABASE_URL".into(), schema.url.clone()));
+        env.push(("CODEX32_REDIS_URL".into(), redis.url.clone()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (migrate, _) = start("migrate", &["migrate"], &env, dir.path());
+        assert!(
+            migrate.terminate_wait().await.success(),
+            "migrate failed: {}",
+            read_log(dir.path(), "migrate")
+        );
+        let (api, url) = start_api("api", &["api"], &env, dir.path());
+        let (scheduler, _) = start("scheduler", &["scheduler"], &env, dir.path());
+        let mut cluster = Self {
+            client: Client::login(&url).await,
+            api,
+            scheduler,
+            workers: vec![],
+            redis,
+            schema,
+            env,
+            dir,
+        };
+        for _ in 0..workers {
+            cluster.add_worker(&[]);
+        }
+        cluster
+    }
+
+    pub fn add_worker(&mut self, extra: &[(&str, &str)]) -> usize {
+        let n = self.workers.len();
+        let mut env = self.env.clone();
+        env.push(("CODEX32_WORKER_ID".into(), format!("w{n}")));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (proc, _) = start(&format!("worker-{n}"), &["worker"], &env, self.dir.path());
+        self.workers.push(proc);
+        n
+    }
+
+    /// A direct connection to the test's schema, to check what is stored.
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.schema.url)
+            .await
+            .expect("connect to the test schema")
+    }
+}
+
+impl Proc {
+    /// Waits for a process that exits by itself.
+    pub async fn terminate_wait(mut self) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        eventually(Duration::from_secs(60), &format!("{name} to exit"), || {
+            let status = self.child.try_wait().ok().flatten();
+            async move { status }
+        })
+        .await
+    }
+}
+
+pub fn read_log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    let status =
+        std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/status"))).unwrap_or_default();
+    !status.is_empty()
+        && !status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+}

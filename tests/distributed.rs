@@ -1,0 +1,206 @@
+//! The distributed deployment end to end: `codex32 migrate`, `api`, `scheduler` and workers
+//! as separate processes on a private PostgreSQL schema and a private redis-server.
+
+mod common;
+
+use std::time::Duration;
+
+use codex32_shared::testing::eventually;
+use common::{Cluster, alive};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn the_core_flows_pass_with_an_api_a_scheduler_and_two_workers() {
+    let cluster = Cluster::start(2, &[]).await;
+    let c = &cluster.client;
+    let py = c.bot(json!({"name": "py", "runtime": "python",
+        "script": "import json, os\nd = json.load(open(os.environ['CODEX32_INPUT']))\njson.dump({'twice': d['n'] * 2}, open(os.environ['CODEX32_OUTPUT'], 'w'))"})).await;
+    let three = c
+        .bot(json!({"name": "three", "runtime": "bash", "script": "exit 3", "max_attempts": 2}))
+        .await;
+    let sleepy = c.bot(json!({"name": "sleepy", "runtime": "bash", "script": "sleep 30", "timeout_s": 1, "max_attempts": 1})).await;
+    let long = c
+        .bot(json!({"name": "long", "runtime": "bash", "script": "echo pid=$$\nsleep 300"}))
+        .await;
+
+    let ok = c.run(&py, json!({"n": 21})).await;
+    let failing = c.run(&three, json!({})).await;
+    let timing_out = c.run(&sleepy, json!({})).await;
+    let cancelled = c.run(&long, json!({})).await;
+
+    let e = c.finished(&ok, LONG).await;
+    assert_eq!(
+        (e["status"].clone(), e["output"].clone()),
+        (json!("succeeded"), json!({"twice": 42})),
+        "{e}"
+    );
+    let e = c.finished(&failing, LONG).await;
+    assert_eq!(
+        (
+            e["status"].clone(),
+            e["exit_code"].clone(),
+            e["attempt"].clone()
+        ),
+        (json!("failed"), json!(3), json!(2)),
+        "{e}"
+    );
+    assert_eq!(c.finished(&timing_out, LONG).await["status"], "timed_out");
+
+    let pid = eventually(LONG, "the long bot to print its pid", || async {
+        c.logs(&cancelled)
+            .await
+            .iter()
+            .find_map(|l| l.strip_prefix("pid=").and_then(|p| p.parse::<i32>().ok()))
+    })
+    .await;
+    assert_eq!(
+        c.post(&format!("/executions/{cancelled}/cancel"), json!({}))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(c.finished(&cancelled, LONG).await["status"], "cancelled");
+    eventually(
+        Duration::from_secs(10),
+        "the cancelled bot's process to be gone",
+        || async move { (!alive(pid)).then_some(()) },
+    )
+    .await;
+
+    let workers = c.get("/workers").await;
+    assert_eq!(
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == "alive")
+            .count(),
+        2,
+        "{workers}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_execution_is_replaced_after_its_lease_expires_and_one_result_is_kept()
+{
+    let mut cluster = Cluster::start(2, &[]).await;
+    let c = cluster.client.clone();
+    let bot = c.bot(json!({"name": "steady", "runtime": "bash",
+        "script": "echo pid=$$ attempt=$CODEX32_ATTEMPT\nsleep 3\necho \"{\\\"attempt\\\": $CODEX32_ATTEMPT}\""})).await;
+    let id = c.run(&bot, json!({})).await;
+    let worker = eventually(LONG, "the execution to start", || {
+        let (c, id) = (c.clone(), id.clone());
+        async move {
+            let e = c.get(&format!("/executions/{id}")).await;
+            (e["status"] == "running").then(|| e["worker_id"].as_str().unwrap().to_owned())
+        }
+    })
+    .await;
+    let pid = eventually(LONG, "the bot to print its pid", || {
+        let (c, id) = (c.clone(), id.clone());
+        async move {
+            c.logs(&id).await.iter().find_map(|l| {
+                l.strip_prefix("pid=")?
+                    .split(' ')
+                    .next()?
+                    .parse::<i32>()
+                    .ok()
+            })
+        }
+    })
+    .await;
+    let index: usize = worker.trim_start_matches('w').parse().unwrap();
+    cluster.workers[index].signal(Signal::SIGKILL);
+    eventually(
+        Duration::from_secs(10),
+        "the dead worker's bot to die with it",
+        || async move { (!alive(pid)).then_some(()) },
+    )
+    .await;
+
+    let e = c.finished(&id, LONG).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["attempt"], 2, "{e}");
+    assert_ne!(e["worker_id"].as_str().unwrap(), worker);
+    assert_eq!(
+        e["output"],
+        json!({"attempt": 2}),
+        "the result is the second attempt's"
+    );
+
+    let db = cluster.db().await;
+    let rows: Vec<(String, i32)> = sqlx::query_as("SELECT status, attempt FROM executions")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![("succeeded".to_owned(), 2)],
+        "exactly one execution, one result"
+    );
+    cluster.workers.remove(index);
+}
+
+#[tokio::test]
+async fn flushing_redis_while_1000_executions_are_queued_loses_none_of_them() {
+    let mut cluster = Cluster::start(0, &[]).await;
+    let c = cluster.client.clone();
+    let bot = c
+        .bot(json!({"name": "quick", "runtime": "bash", "script": "exit 0", "max_attempts": 1}))
+        .await;
+    for chunk in 0..20 {
+        let runs = (0..50).map(|i| {
+            let (c, bot) = (c.clone(), bot.clone());
+            async move { c.run(&bot, json!(chunk * 50 + i)).await }
+        });
+        futures::future::join_all(runs).await;
+    }
+    let redis = redis::Client::open(cluster.redis.url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+
+    cluster.add_worker(&[("CODEX32_CONCURRENCY", "8")]);
+    cluster.add_worker(&[("CODEX32_CONCURRENCY", "8")]);
+    let db = cluster.db().await;
+    let done = eventually(
+        Duration::from_secs(240),
+        "all 1000 executions to succeed",
+        || {
+            let db = db.clone();
+            async move {
+                let (n,): (i64,) =
+                    sqlx::query_as("SELECT count(*) FROM executions WHERE status = 'succeeded'")
+                        .fetch_one(&db)
+                        .await
+                        .ok()?;
+                (n == 1000).then_some(n)
+            }
+        },
+    )
+    .await;
+    assert_eq!(done, 1000);
+    let (total, reruns): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE attempt > 1) FROM executions")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(total, 1000);
+    println!("1000 executions survived FLUSHALL; {reruns} needed more than one attempt");
+}
+
+#[tokio::test]
+async fn api_and_workers_refuse_to_start_without_redis_and_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::base_env(dir.path());
+    let (proc, _) = common::start("worker", &["worker"], &env, dir.path());
+    let status = proc.terminate_wait().await;
+    assert!(!status.success());
+    let log = common::read_log(dir.path(), "worker");
+    assert!(
+        log.contains("CODEX32_REDIS_URL") && log.contains("codex32 dev"),
+        "{log}"
+    );
+}
