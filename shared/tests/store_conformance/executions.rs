@@ -1,0 +1,170 @@
+//! Creating and listing executions.
+
+use super::*;
+
+store_cases!(
+    a_new_execution_is_queued_at_attempt_one,
+    an_idempotency_key_returns_the_first_execution_and_creates_nothing,
+    executions_are_listed_newest_first_by_bot_status_owner_and_cursor,
+);
+
+async fn a_new_execution_is_queued_at_attempt_one(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let mut new = new_execution(&b);
+    new.priority = 7;
+    new.run_at = Some(at(60_000));
+    let (e, created) = s.create_execution(&new, ada.id, at(0)).await?;
+    assert!(created);
+    let read = get(s, e.id).await?;
+    for x in [&e, &read] {
+        assert_eq!(
+            (x.id, x.bot_id, x.bot_version, x.owner_id),
+            (new.id, b.id, 1, ada.id)
+        );
+        assert_eq!(
+            (x.status, x.attempt, x.max_attempts, x.priority),
+            (ExecStatus::Queued, 1, 3, 7)
+        );
+        assert_eq!(
+            (&x.pool, &x.input, x.run_at, x.queued_at),
+            (&new.pool, &new.input, new.run_at, at(0))
+        );
+        assert_eq!(
+            (
+                x.worker_id.as_deref(),
+                x.output.as_ref(),
+                x.cancel_requested
+            ),
+            (None, None, false)
+        );
+        assert_eq!(
+            (x.started_at, x.finished_at, x.lease_expires_at),
+            (None, None, None)
+        );
+        assert_eq!(x.created_by, Some(ada.id));
+    }
+    assert!(s.get_execution(Uuid::now_v7()).await?.is_none());
+    Ok(())
+}
+
+async fn an_idempotency_key_returns_the_first_execution_and_creates_nothing(
+    s: &dyn Store,
+) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let (b1, b2) = (bot(s, &ada, "one").await?, bot(s, &ada, "two").await?);
+    let mut first = new_execution(&b1);
+    first.idempotency_key = Some("order-42".into());
+    let (e1, created) = s.create_execution(&first, ada.id, at(0)).await?;
+    assert!(created);
+    let mut retry = new_execution(&b1);
+    retry.idempotency_key = Some("order-42".into());
+    retry.input = json!({"different": true});
+    let (again, created) = s.create_execution(&retry, ada.id, at(1)).await?;
+    assert!(!created, "the same key on the same bot creates nothing");
+    assert_eq!(
+        (again.id, &again.input, again.queued_at),
+        (e1.id, &first.input, at(0))
+    );
+    assert!(s.get_execution(retry.id).await?.is_none());
+    // The key is scoped to the bot, and executions without a key never collide.
+    let mut other_bot = new_execution(&b2);
+    other_bot.idempotency_key = Some("order-42".into());
+    assert!(s.create_execution(&other_bot, ada.id, at(2)).await?.1);
+    assert!(
+        s.create_execution(&new_execution(&b1), ada.id, at(3))
+            .await?
+            .1
+    );
+    assert!(
+        s.create_execution(&new_execution(&b1), ada.id, at(4))
+            .await?
+            .1
+    );
+    let all = s
+        .list_executions(&ExecutionFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(all.len(), 4);
+    Ok(())
+}
+
+async fn executions_are_listed_newest_first_by_bot_status_owner_and_cursor(
+    s: &dyn Store,
+) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let bob = user(s, "bob@example.com").await?;
+    let (a1, a2, b1) = (
+        bot(s, &ada, "a1").await?,
+        bot(s, &ada, "a2").await?,
+        bot(s, &bob, "b1").await?,
+    );
+    let e1 = execution(s, &a1).await?;
+    let e2 = execution(s, &a1).await?;
+    let e3 = execution(s, &a2).await?;
+    let e4 = execution(s, &b1).await?;
+    let e5 = execution(s, &a1).await?;
+    s.claim_execution(e2.id, "w", at(0), at(1000))
+        .await?
+        .context("claim e2")?;
+    let list = |f: ExecutionFilter| async move {
+        anyhow::Ok(ids(&s
+            .list_executions(&ExecutionFilter {
+                limit: f.limit.max(1),
+                ..f
+            })
+            .await?))
+    };
+    let all = ExecutionFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        list(all.clone()).await?,
+        vec![e5.id, e4.id, e3.id, e2.id, e1.id]
+    );
+    let by_bot = ExecutionFilter {
+        bot_id: Some(a1.id),
+        ..all.clone()
+    };
+    assert_eq!(list(by_bot.clone()).await?, vec![e5.id, e2.id, e1.id]);
+    let running = ExecutionFilter {
+        status: Some(ExecStatus::Running),
+        ..all.clone()
+    };
+    assert_eq!(list(running).await?, vec![e2.id]);
+    let queued = ExecutionFilter {
+        status: Some(ExecStatus::Queued),
+        ..all.clone()
+    };
+    assert_eq!(list(queued).await?, vec![e5.id, e4.id, e3.id, e1.id]);
+    let adas = ExecutionFilter {
+        owner_id: Some(ada.id),
+        ..all.clone()
+    };
+    assert_eq!(list(adas).await?, vec![e5.id, e3.id, e2.id, e1.id]);
+    let bobs = ExecutionFilter {
+        owner_id: Some(bob.id),
+        ..all.clone()
+    };
+    assert_eq!(list(bobs).await?, vec![e4.id]);
+    let older = ExecutionFilter {
+        before: Some(e4.id),
+        ..all.clone()
+    };
+    assert_eq!(list(older).await?, vec![e3.id, e2.id, e1.id]);
+    let page = ExecutionFilter {
+        limit: 2,
+        ..all.clone()
+    };
+    assert_eq!(list(page).await?, vec![e5.id, e4.id]);
+    let combined = ExecutionFilter {
+        status: Some(ExecStatus::Queued),
+        before: Some(e5.id),
+        ..by_bot
+    };
+    assert_eq!(list(combined).await?, vec![e1.id]);
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The lease lifecycle: claims, renewals, fenced finishes, retries, cancels and the reaper.
+
+use super::*;
+
+store_cases!(
+    only_one_of_eight_racing_claimers_takes_each_execution,
+    a_claim_before_run_at_is_refused_and_succeeds_once_due,
+    only_the_lease_holder_at_its_attempt_renews_the_lease,
+    a_finish_from_the_wrong_worker_or_attempt_writes_nothing,
+    a_retry_requeues_at_the_next_attempt_without_a_worker,
+    cancelling_a_queued_execution_ends_it_at_once,
+    cancelling_a_running_execution_flags_it_and_its_retry_ends_it,
+    the_reaper_finishes_only_executions_whose_lease_expired,
+    queued_executions_are_paged_in_id_order,
+);
+
+async fn only_one_of_eight_racing_claimers_takes_each_execution(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let mut executions = Vec::new();
+    for _ in 0..4 {
+        executions.push(execution(s, &b).await?);
+    }
+    let workers: Vec<String> = (0..8).map(|i| format!("worker-{i}")).collect();
+    let claims = executions.iter().flat_map(|e| {
+        workers.iter().map(move |w| async move {
+            (
+                e.id,
+                w.as_str(),
+                s.claim_execution(e.id, w, at(0), at(30_000)).await,
+            )
+        })
+    });
+    let mut winners = std::collections::HashMap::new();
+    for (id, worker, claim) in join_all(claims).await {
+        if let Some(won) = claim? {
+            assert_eq!(
+                (won.status, won.worker_id.as_deref()),
+                (ExecStatus::Running, Some(worker))
+            );
+            assert!(
+                winners.insert(id, worker).is_none(),
+                "{id} went to two workers"
+            );
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        executions.len(),
+        "every execution was taken once"
+    );
+    for e in &executions {
+        let read = get(s, e.id).await?;
+        assert_eq!((read.status, read.attempt), (ExecStatus::Running, 1));
+        assert_eq!(read.worker_id.as_deref(), Some(winners[&e.id]));
+        assert_eq!(
+            (read.started_at, read.lease_expires_at),
+            (Some(at(0)), Some(at(30_000)))
+        );
+        assert!(
+            s.claim_execution(e.id, "late", at(1), at(2))
+                .await?
+                .is_none()
+        );
+    }
+    Ok(())
+}
+
+async fn a_claim_before_run_at_is_refused_and_succeeds_once_due(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let mut new = new_execution(&b);
+    new.run_at = Some(at(60_000));
+    let (e, _) = s.create_execution(&new, ada.id, at(0)).await?;
+    assert!(
+        s.claim_execution(e.id, "w", at(59_999), at(90_000))
+            .await?
+            .is_none()
+    );
+    assert_eq!(get(s, e.id).await?.status, ExecStatus::Queued);
+    let claimed = s.claim_execution(e.id, "w", at(60_000), at(90_000)).await?;
+    assert_eq!(
+        claimed.context("due at run_at")?.status,
+        ExecStatus::Running
+    );
+    assert!(
+        s.claim_execution(Uuid::now_v7(), "w", at(0), at(1))
+            .await?
+            .is_none()
+    );
+    Ok(())
+}
+
+async fn only_the_lease_holder_at_its_attempt_renews_the_lease(s: &dyn Store) -> TestResult {
+    let e = running(s, "holder", 1_000).await?;
+    assert_eq!(s.renew_lease(e.id, 1, "intruder", at(9_000)).await?, None);
+    assert_eq!(s.renew_lease(e.id, 2, "holder", at(9_000)).await?, None);
+    assert_eq!(get(s, e.id).await?.lease_expires_at, Some(at(1_000)));
+    assert_eq!(
+        s.renew_lease(e.id, 1, "holder", at(5_000)).await?,
+        Some(false)
+    );
+    assert_eq!(get(s, e.id).await?.lease_expires_at, Some(at(5_000)));
+    s.request_cancel(e.id, at(100)).await?;
+    assert_eq!(
+        s.renew_lease(e.id, 1, "holder", at(6_000)).await?,
+        Some(true),
+        "told to stop"
+    );
+    assert!(
+        s.finish_execution(&finish(&e, 1, Some("holder"), ExecStatus::Succeeded))
+            .await?
+    );
+    assert_eq!(
+        s.renew_lease(e.id, 1, "holder", at(7_000)).await?,
+        None,
+        "finished"
+    );
+    Ok(())
+}
+
+async fn a_finish_from_the_wrong_worker_or_attempt_writes_nothing(s: &dyn Store) -> TestResult {
+    let e = running(s, "holder", 1_000).await?;
+    for stale in [
+        finish(&e, 1, Some("intruder"), ExecStatus::Failed),
+        finish(&e, 2, Some("holder"), ExecStatus::Failed),
+    ] {
+        assert!(
+            !s.finish_execution(&stale).await?,
+            "a stale finish must not match"
+        );
+        let read = get(s, e.id).await?;
+        assert_eq!(
+            (read.status, read.output, read.exit_code),
+            (ExecStatus::Running, None, None)
+        );
+        assert_eq!(
+            (read.finished_at, read.worker_id.as_deref()),
+            (None, Some("holder"))
+        );
+    }
+    let mut done = finish(&e, 1, Some("holder"), ExecStatus::Succeeded);
+    done.output = Some(json!({"answer": 42}));
+    assert!(s.finish_execution(&done).await?);
+    let read = get(s, e.id).await?;
+    assert_eq!(
+        (read.status, read.output, read.exit_code),
+        (ExecStatus::Succeeded, Some(json!({"answer": 42})), Some(0))
+    );
+    assert_eq!(
+        (read.finished_at, read.duration_ms, read.lease_expires_at),
+        (Some(at(500)), Some(500), None)
+    );
+    let mut late = finish(&e, 1, Some("holder"), ExecStatus::Failed);
+    late.exit_code = Some(1);
+    assert!(
+        !s.finish_execution(&late).await?,
+        "a finished execution stays finished"
+    );
+    assert_eq!(get(s, e.id).await?.status, ExecStatus::Succeeded);
+    Ok(())
+}
+
+async fn a_retry_requeues_at_the_next_attempt_without_a_worker(s: &dyn Store) -> TestResult {
+    let e = running(s, "holder", 1_000).await?;
+    let mut retry = finish(&e, 1, Some("holder"), ExecStatus::Queued);
+    (retry.output, retry.error, retry.exit_code) = (None, Some("exit status 1".into()), Some(1));
+    retry.run_at = Some(at(10_000));
+    assert!(s.finish_execution(&retry).await?);
+    let read = get(s, e.id).await?;
+    assert_eq!(
+        (read.status, read.attempt, read.worker_id),
+        (ExecStatus::Queued, 2, None)
+    );
+    assert_eq!(
+        (read.lease_expires_at, read.started_at, read.finished_at),
+        (None, None, None)
+    );
+    assert_eq!(
+        (read.run_at, read.error.as_deref(), read.exit_code),
+        (Some(at(10_000)), Some("exit status 1"), Some(1))
+    );
+    assert!(
+        !s.finish_execution(&finish(&e, 1, Some("holder"), ExecStatus::Succeeded))
+            .await?
+    );
+    assert_eq!(s.renew_lease(e.id, 1, "holder", at(2_000)).await?, None);
+    assert!(
+        s.claim_execution(e.id, "next", at(9_999), at(20_000))
+            .await?
+            .is_none(),
+        "backing off"
+    );
+    let again = s
+        .claim_execution(e.id, "next", at(10_000), at(20_000))
+        .await?
+        .context("due")?;
+    assert_eq!(
+        (again.attempt, again.worker_id.as_deref()),
+        (2, Some("next"))
+    );
+    assert!(
+        s.finish_execution(&finish(&e, 2, Some("next"), ExecStatus::Succeeded))
+            .await?
+    );
+    Ok(())
+}
+
+async fn cancelling_a_queued_execution_ends_it_at_once(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let e = execution(s, &b).await?;
+    let cancelled = s.request_cancel(e.id, at(7)).await?.context("known")?;
+    assert_eq!(
+        (cancelled.status, cancelled.finished_at),
+        (ExecStatus::Cancelled, Some(at(7)))
+    );
+    assert_eq!(get(s, e.id).await?.status, ExecStatus::Cancelled);
+    assert!(s.claim_execution(e.id, "w", at(8), at(9)).await?.is_none());
+    let again = s.request_cancel(e.id, at(9)).await?.context("known")?;
+    assert_eq!(
+        (again.status, again.finished_at),
+        (ExecStatus::Cancelled, Some(at(7)))
+    );
+    assert!(s.request_cancel(Uuid::now_v7(), at(9)).await?.is_none());
+    Ok(())
+}
+
+async fn cancelling_a_running_execution_flags_it_and_its_retry_ends_it(
+    s: &dyn Store,
+) -> TestResult {
+    let e = running(s, "holder", 1_000).await?;
+    let flagged = s.request_cancel(e.id, at(100)).await?.context("known")?;
+    assert_eq!(
+        (flagged.status, flagged.cancel_requested),
+        (ExecStatus::Running, true)
+    );
+    assert_eq!(flagged.worker_id.as_deref(), Some("holder"));
+    let mut retry = finish(&e, 1, Some("holder"), ExecStatus::Queued);
+    retry.run_at = Some(at(5_000));
+    assert!(s.finish_execution(&retry).await?);
+    let read = get(s, e.id).await?;
+    assert_eq!(
+        (read.status, read.attempt, read.finished_at),
+        (ExecStatus::Cancelled, 1, Some(at(500)))
+    );
+    assert!(
+        s.claim_execution(e.id, "next", at(6_000), at(9_000))
+            .await?
+            .is_none()
+    );
+    // A final result still wins over a pending cancel: the work did finish.
+    let other = running(s, "other", 1_000).await?;
+    s.request_cancel(other.id, at(100)).await?;
+    assert!(
+        s.finish_execution(&finish(&other, 1, Some("other"), ExecStatus::Succeeded))
+            .await?
+    );
+    assert_eq!(get(s, other.id).await?.status, ExecStatus::Succeeded);
+    let unchanged = s
+        .request_cancel(other.id, at(900))
+        .await?
+        .context("known")?;
+    assert_eq!(unchanged.status, ExecStatus::Succeeded);
+    Ok(())
+}
+
+async fn the_reaper_finishes_only_executions_whose_lease_expired(s: &dyn Store) -> TestResult {
+    let first = running(s, "one", 1_000).await?;
+    let second = running(s, "two", 1_500).await?;
+    assert!(s.expired_leases(at(900), 10).await?.is_empty());
+    let mut early = finish(&first, 1, None, ExecStatus::Queued);
+    early.at = at(900);
+    assert!(
+        !s.finish_execution(&early).await?,
+        "the lease is still live"
+    );
+    assert_eq!(get(s, first.id).await?.status, ExecStatus::Running);
+    assert_eq!(ids(&s.expired_leases(at(1_200), 10).await?), vec![first.id]);
+    assert_eq!(
+        ids(&s.expired_leases(at(2_000), 10).await?),
+        vec![first.id, second.id]
+    );
+    assert_eq!(
+        ids(&s.expired_leases(at(2_000), 1).await?),
+        vec![first.id],
+        "oldest first"
+    );
+    let mut requeue = finish(&first, 1, None, ExecStatus::Queued);
+    (requeue.at, requeue.run_at, requeue.error) =
+        (at(2_000), Some(at(3_000)), Some("lease expired".into()));
+    assert!(s.finish_execution(&requeue).await?);
+    assert!(!s.finish_execution(&requeue).await?, "reaped once");
+    let read = get(s, first.id).await?;
+    assert_eq!(
+        (read.status, read.attempt, read.worker_id),
+        (ExecStatus::Queued, 2, None)
+    );
+    let mut give_up = finish(&second, 1, None, ExecStatus::Failed);
+    (give_up.at, give_up.output, give_up.error) = (at(2_000), None, Some("lease expired".into()));
+    assert!(s.finish_execution(&give_up).await?);
+    assert_eq!(get(s, second.id).await?.status, ExecStatus::Failed);
+    assert!(s.expired_leases(at(10_000), 10).await?.is_empty());
+    Ok(())
+}
+
+async fn queued_executions_are_paged_in_id_order(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let mut all = Vec::new();
+    for _ in 0..7 {
+        all.push(execution(s, &b).await?.id);
+    }
+    s.claim_execution(all[2], "w", at(0), at(1_000))
+        .await?
+        .context("claim")?;
+    s.request_cancel(all[4], at(0)).await?;
+    let expected: Vec<Uuid> = all
+        .iter()
+        .copied()
+        .filter(|id| *id != all[2] && *id != all[4])
+        .collect();
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = s.queued_page(after, 2).await?;
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(ids(&page));
+    }
+    assert_eq!(seen, expected);
+    Ok(())
+}

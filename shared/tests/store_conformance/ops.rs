@@ -1,0 +1,145 @@
+//! Logs, the audit log, the worker registry and health.
+
+use super::*;
+
+store_cases!(
+    a_large_batch_of_log_lines_reads_back_in_order_from_any_offset,
+    audit_entries_are_recorded_with_and_without_an_actor,
+    a_worker_upserted_twice_is_listed_once_with_its_latest_state,
+    the_store_answers_a_ping_and_migrating_again_changes_nothing,
+);
+
+async fn a_large_batch_of_log_lines_reads_back_in_order_from_any_offset(
+    s: &dyn Store,
+) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let (e, other) = (execution(s, &b).await?, execution(s, &b).await?);
+    let line = |execution_id, i: usize| NewLogLine {
+        execution_id,
+        attempt: 1,
+        stream: if i % 2 == 0 {
+            LogStream::Stdout
+        } else {
+            LogStream::Stderr
+        },
+        line: format!("line {i}"),
+        at: at(i as i64),
+    };
+    // More than one INSERT's worth, with another execution's lines interleaved.
+    let mut batch: Vec<NewLogLine> = (0..1234).map(|i| line(e.id, i)).collect();
+    for i in 0..3 {
+        batch.insert(i * 600, line(other.id, i));
+    }
+    s.append_logs(&batch).await?;
+    let read = s.read_logs(e.id, 0, 5_000).await?;
+    assert_eq!(read.len(), 1234);
+    for (i, l) in read.iter().enumerate() {
+        assert_eq!(
+            (l.line.as_str(), l.execution_id, l.attempt),
+            (format!("line {i}").as_str(), e.id, 1)
+        );
+        assert_eq!(
+            l.stream,
+            if i % 2 == 0 {
+                LogStream::Stdout
+            } else {
+                LogStream::Stderr
+            }
+        );
+        assert_eq!(l.at, at(i as i64));
+    }
+    assert!(read.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    let rest = s.read_logs(e.id, read[999].id, 5_000).await?;
+    assert_eq!((rest.len(), rest[0].line.as_str()), (234, "line 1000"));
+    let first = s.read_logs(e.id, 0, 10).await?;
+    assert_eq!(
+        first.iter().map(|l| l.id).collect::<Vec<_>>(),
+        ids_of_logs(&read[..10])
+    );
+    assert!(s.read_logs(e.id, read[1233].id, 10).await?.is_empty());
+    assert_eq!(s.read_logs(other.id, 0, 10).await?.len(), 3);
+    s.append_logs(&[]).await?;
+    Ok(())
+}
+
+fn ids_of_logs(lines: &[codex32_shared::domain::LogLine]) -> Vec<i64> {
+    lines.iter().map(|l| l.id).collect()
+}
+
+async fn audit_entries_are_recorded_with_and_without_an_actor(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let entry = AuditEntry {
+        actor_id: Some(ada.id),
+        action: "bot.create".into(),
+        target: "bot:daily".into(),
+        details: json!({"version": 1}),
+        at: at(0),
+    };
+    s.record_audit(&entry).await?;
+    s.record_audit(&entry).await?;
+    s.record_audit(&AuditEntry {
+        actor_id: None,
+        action: "worker.lost".into(),
+        ..entry
+    })
+    .await?;
+    Ok(())
+}
+
+async fn a_worker_upserted_twice_is_listed_once_with_its_latest_state(s: &dyn Store) -> TestResult {
+    let first = WorkerInfo {
+        id: "worker-a".into(),
+        hostname: "host-1".into(),
+        version: "0.1.0".into(),
+        pools: vec!["default".into()],
+        slots: 4,
+        running: 0,
+        state: "running".into(),
+        started_at: at(0),
+        last_seen_at: at(0),
+    };
+    s.upsert_worker(&first).await?;
+    // The same id again: a heartbeat, here from a restarted, upgraded process.
+    let latest = WorkerInfo {
+        hostname: "host-2".into(),
+        version: "0.2.0".into(),
+        pools: vec!["default".into(), "gpu".into()],
+        slots: 8,
+        running: 3,
+        state: "draining".into(),
+        started_at: at(5_000),
+        last_seen_at: at(6_000),
+        ..first.clone()
+    };
+    s.upsert_worker(&latest).await?;
+    s.upsert_worker(&WorkerInfo {
+        id: "worker-b".into(),
+        last_seen_at: at(1_000),
+        ..first
+    })
+    .await?;
+    let listed = s.list_workers().await?;
+    let order: Vec<&str> = listed.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(
+        order,
+        vec!["worker-a", "worker-b"],
+        "most recently seen first"
+    );
+    let a = &listed[0];
+    assert_eq!(
+        (a.hostname.as_str(), a.version.as_str(), &a.pools),
+        ("host-2", "0.2.0", &latest.pools)
+    );
+    assert_eq!((a.slots, a.running, a.state.as_str()), (8, 3, "draining"));
+    assert_eq!((a.started_at, a.last_seen_at), (at(5_000), at(6_000)));
+    Ok(())
+}
+
+async fn the_store_answers_a_ping_and_migrating_again_changes_nothing(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    s.ping().await?;
+    s.migrate().await?;
+    assert_eq!(ids_of_users(s).await?, vec![ada.id]);
+    Ok(())
+}
