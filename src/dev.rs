@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use codex32_shared::Backends;
 use codex32_shared::config::{ApiConfig, Config, SchedulerConfig, Secret, WorkerConfig};
+use codex32_worker::executor::Executor;
 use rand::RngCore;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,7 @@ pub async fn run(
     mut api: ApiConfig,
     worker: WorkerConfig,
     scheduler: SchedulerConfig,
+    executor: Arc<dyn Executor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -59,7 +61,6 @@ pub async fn run(
     let worker_task = {
         let (backends, config, shutdown) = (backends.clone(), config.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let executor = Arc::new(codex32_worker::executor::ProcessExecutor);
             codex32_worker::run(backends, &config, &worker, executor, shutdown).await
         })
     };

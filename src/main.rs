@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use codex32_shared::config::{ApiConfig, Config, SchedulerConfig, WorkerConfig};
+use codex32_shared::config::{ApiConfig, Config, SandboxMode, SchedulerConfig, WorkerConfig};
 use codex32_shared::{Backends, telemetry};
+use codex32_worker::executor::{Executor, ProcessExecutor};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -68,20 +69,66 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    let config = command.config();
+    telemetry::init(&config.log, config.log_format);
+    // The container engine forks its launchers: before the runtime starts any thread.
+    let executor = match &command {
+        Command::Dev { worker, .. } => Some(executor_for(worker, SandboxMode::Auto)?),
+        Command::Worker { worker, .. } => Some(executor_for(worker, SandboxMode::Isolated)?),
+        Command::Api { .. } | Command::Scheduler { .. } | Command::Migrate { .. } => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(command, executor))
+}
+
+impl Command {
+    fn config(&self) -> &Config {
+        match self {
+            Command::Dev { config, .. }
+            | Command::Api { config, .. }
+            | Command::Scheduler { config, .. }
+            | Command::Worker { config, .. }
+            | Command::Migrate { config } => config,
+        }
+    }
+}
+
+/// The executor of a worker: the container engine, or plain processes where the mode allows.
+fn executor_for(worker: &WorkerConfig, default: SandboxMode) -> anyhow::Result<Arc<dyn Executor>> {
+    let mode = worker.sandbox.unwrap_or(default);
+    Ok(
+        match codex32_worker::sandboxed::prepare_engine(mode, worker.concurrency as usize)? {
+            Some(engine) => Arc::new(engine),
+            None => Arc::new(ProcessExecutor),
+        },
+    )
+}
+
+async fn run(command: Command, executor: Option<Arc<dyn Executor>>) -> anyhow::Result<()> {
+    let executor = executor.unwrap_or_else(|| Arc::new(ProcessExecutor));
+    match command {
         Command::Dev {
             config,
             api,
             worker,
             scheduler,
         } => {
-            init_logs(&config);
-            dev::run(config, api, worker, scheduler, shutdown_on_signal()).await
+            dev::run(
+                config,
+                api,
+                worker,
+                scheduler,
+                executor,
+                shutdown_on_signal(),
+            )
+            .await
         }
         Command::Api { config, api } => {
-            init_logs(&config);
             let backends = connect_distributed(&config, "api").await?;
             let state = codex32_api::state(backends, &api)?;
             codex32_api::bootstrap_admin(&state, &api).await?;
@@ -90,18 +137,14 @@ async fn main() -> anyhow::Result<()> {
             codex32_api::serve(listener, state, shutdown_on_signal()).await
         }
         Command::Scheduler { config, scheduler } => {
-            init_logs(&config);
             let backends = connect_distributed(&config, "scheduler").await?;
             codex32_scheduler::run(backends, &config, &scheduler, shutdown_on_signal()).await
         }
         Command::Worker { config, worker } => {
-            init_logs(&config);
             let backends = connect_distributed(&config, "worker").await?;
-            let executor = Arc::new(codex32_worker::executor::ProcessExecutor);
             codex32_worker::run(backends, &config, &worker, executor, shutdown_on_signal()).await
         }
         Command::Migrate { config } => {
-            init_logs(&config);
             let store = codex32_shared::store::connect(&config.store_url())
                 .await
                 .context("cannot open the store")?;
@@ -113,10 +156,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn init_logs(config: &Config) {
-    telemetry::init(&config.log, config.log_format);
 }
 
 /// Prints where the API listens; tests and scripts read this line.

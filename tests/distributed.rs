@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use codex32_shared::testing::eventually;
-use common::{Cluster, alive};
+use common::{Cluster, marker, processes_with_arg};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
@@ -22,8 +22,9 @@ async fn the_core_flows_pass_with_an_api_a_scheduler_and_two_workers() {
         .bot(json!({"name": "three", "runtime": "bash", "script": "exit 3", "max_attempts": 2}))
         .await;
     let sleepy = c.bot(json!({"name": "sleepy", "runtime": "bash", "script": "sleep 30", "timeout_s": 1, "max_attempts": 1})).await;
+    let mark = marker(299);
     let long = c
-        .bot(json!({"name": "long", "runtime": "bash", "script": "echo pid=$$\nsleep 300"}))
+        .bot(json!({"name": "long", "runtime": "bash", "script": format!("sleep {mark}")}))
         .await;
 
     let ok = c.run(&py, json!({"n": 21})).await;
@@ -49,11 +50,8 @@ async fn the_core_flows_pass_with_an_api_a_scheduler_and_two_workers() {
     );
     assert_eq!(c.finished(&timing_out, LONG).await["status"], "timed_out");
 
-    let pid = eventually(LONG, "the long bot to print its pid", || async {
-        c.logs(&cancelled)
-            .await
-            .iter()
-            .find_map(|l| l.strip_prefix("pid=").and_then(|p| p.parse::<i32>().ok()))
+    eventually(LONG, "the long bot to run", || async {
+        (processes_with_arg(&mark) == 1).then_some(())
     })
     .await;
     assert_eq!(
@@ -66,7 +64,7 @@ async fn the_core_flows_pass_with_an_api_a_scheduler_and_two_workers() {
     eventually(
         Duration::from_secs(10),
         "the cancelled bot's process to be gone",
-        || async move { (!alive(pid)).then_some(()) },
+        || async { (processes_with_arg(&mark) == 0).then_some(()) },
     )
     .await;
 
@@ -88,8 +86,13 @@ async fn a_worker_killed_mid_execution_is_replaced_after_its_lease_expires_and_o
 {
     let mut cluster = Cluster::start(2, &[]).await;
     let c = cluster.client.clone();
-    let bot = c.bot(json!({"name": "steady", "runtime": "bash",
-        "script": "echo pid=$$ attempt=$CODEX32_ATTEMPT\nsleep 3\necho \"{\\\"attempt\\\": $CODEX32_ATTEMPT}\""})).await;
+    let mark = marker(4);
+    let script = format!(
+        "echo attempt=$CODEX32_ATTEMPT\nsleep {mark}\necho \"{{\\\"attempt\\\": $CODEX32_ATTEMPT}}\""
+    );
+    let bot = c
+        .bot(json!({"name": "steady", "runtime": "bash", "script": script, "timeout_s": 30}))
+        .await;
     let id = c.run(&bot, json!({})).await;
     let worker = eventually(LONG, "the execution to start", || {
         let (c, id) = (c.clone(), id.clone());
@@ -99,17 +102,8 @@ async fn a_worker_killed_mid_execution_is_replaced_after_its_lease_expires_and_o
         }
     })
     .await;
-    let pid = eventually(LONG, "the bot to print its pid", || {
-        let (c, id) = (c.clone(), id.clone());
-        async move {
-            c.logs(&id).await.iter().find_map(|l| {
-                l.strip_prefix("pid=")?
-                    .split(' ')
-                    .next()?
-                    .parse::<i32>()
-                    .ok()
-            })
-        }
+    eventually(LONG, "the bot to run", || async {
+        (processes_with_arg(&mark) == 1).then_some(())
     })
     .await;
     let index: usize = worker.trim_start_matches('w').parse().unwrap();
@@ -117,7 +111,7 @@ async fn a_worker_killed_mid_execution_is_replaced_after_its_lease_expires_and_o
     eventually(
         Duration::from_secs(10),
         "the dead worker's bot to die with it",
-        || async move { (!alive(pid)).then_some(()) },
+        || async { (processes_with_arg(&mark) == 0).then_some(()) },
     )
     .await;
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use codex32_shared::testing::eventually;
-use common::{Client, Dev, alive};
+use common::{Client, Dev, marker, processes_with_arg};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -91,27 +91,17 @@ async fn a_bot_that_sleeps_past_its_timeout_ends_timed_out() {
     assert!(e["duration_ms"].as_i64().unwrap() < 10_000, "{e}");
 }
 
-/// Reads `pid=N` from an execution's log once it is printed.
-async fn printed_pid(c: &Client, id: &str) -> i32 {
-    eventually(LONG, "the bot to print its pid", || async move {
-        c.logs(id)
-            .await
-            .iter()
-            .find_map(|l| l.strip_prefix("pid=").and_then(|p| p.parse().ok()))
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_cancelled_running_execution_ends_cancelled_and_its_processes_are_gone() {
     let dev = Dev::start(&[]).await;
     let c = &dev.client;
-    let bot = c
-        .bot(json!({"name": "long", "runtime": "bash", "script": "sleep 300 &\necho pid=$!\nwait"}))
-        .await;
+    let mark = marker(299);
+    let bot = c.bot(json!({"name": "long", "runtime": "bash", "script": format!("sleep {mark} &\necho started\nwait")})).await;
     let id = c.run(&bot, json!({})).await;
-    let pid = printed_pid(c, &id).await;
-    assert!(alive(pid));
+    eventually(LONG, "the bot's child to be running", || async {
+        (processes_with_arg(&mark) == 1).then_some(())
+    })
+    .await;
     let (status, body) = c.post(&format!("/executions/{id}/cancel"), json!({})).await;
     assert_eq!(status, 202, "{body}");
     let e = c.finished(&id, Duration::from_secs(20)).await;
@@ -119,7 +109,7 @@ async fn a_cancelled_running_execution_ends_cancelled_and_its_processes_are_gone
     eventually(
         Duration::from_secs(10),
         "the bot's child to be gone",
-        || async move { (!alive(pid)).then_some(()) },
+        || async { (processes_with_arg(&mark) == 0).then_some(()) },
     )
     .await;
     let (status, _) = c.post(&format!("/executions/{id}/cancel"), json!({})).await;

@@ -45,6 +45,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// How a worker isolates bots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    /// Every bot in the container engine; refuse to start where it is unavailable.
+    Isolated,
+    /// The container engine where available, else plain processes (with a warning).
+    Auto,
+    /// Plain child processes, no isolation; every execution is marked unsandboxed.
+    None,
+}
+
 /// Settings every role needs: where the store, queue and data live, and lease timing.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -162,6 +173,10 @@ pub struct WorkerConfig {
     /// Most log bytes kept per attempt; the rest is cut with a marker.
     #[arg(long, env = "CODEX32_LOG_LIMIT_KB", default_value_t = 1024)]
     pub log_limit_kb: usize,
+
+    /// Bot isolation: `isolated` (default for `worker`), `auto` (default for `dev`) or `none`.
+    #[arg(long, env = "CODEX32_SANDBOX", value_enum)]
+    pub sandbox: Option<SandboxMode>,
 
     /// Id of this worker (default: hostname, pid and a random suffix).
     #[arg(long, env = "CODEX32_WORKER_ID")]

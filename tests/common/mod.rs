@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -34,18 +34,9 @@ impl Proc {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
         self.signal(Signal::SIGTERM);
-        let status = eventually(
-            Duration::from_secs(60),
-            &format!("{} to exit", self.name),
-            || {
-                let status = self.child.try_wait().ok().flatten();
-                async move { status }
-            },
-        )
-        .await;
-        status
+        self.terminate_wait().await
     }
 }
 
@@ -351,12 +342,32 @@ pub fn read_log(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
 }
 
-/// Whether a process with this pid exists (and is not a zombie).
-pub fn alive(pid: i32) -> bool {
-    let status =
-        std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/status"))).unwrap_or_default();
-    !status.is_empty()
-        && !status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
+/// A `sleep` argument of about `secs` seconds that no other process has, to find a bot's
+/// processes wherever they run (a sandbox's pids mean nothing on the host).
+pub fn marker(secs: u32) -> String {
+    format!("{secs}.{}", uuid::Uuid::new_v4().as_u128() % 1_000_000_007)
+}
+
+/// How many live (non-zombie) processes have `arg` among their arguments.
+pub fn processes_with_arg(arg: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            let zombie = status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'));
+            !zombie && cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes())
+        })
+        .count()
 }

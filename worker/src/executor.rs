@@ -9,11 +9,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use codex32_shared::domain::{LogStream, Resources, Runtime};
+use codex32_shared::domain::{LogStream, ResourceUsage, Resources, Runtime};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::LogSink;
@@ -49,6 +49,13 @@ pub enum Ending {
     Stopped,
 }
 
+/// An ending and, where the executor measures it, what the attempt used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub ending: Ending,
+    pub usage: Option<ResourceUsage>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("cannot prepare the working directory {path}: {source}")]
@@ -63,6 +70,8 @@ pub enum ExecError {
     },
     #[error("waiting for the program failed: {0}")]
     Wait(std::io::Error),
+    #[error("the sandbox failed: {0}")]
+    Sandbox(String),
 }
 
 /// Starts bots' programs.
@@ -74,7 +83,7 @@ pub trait Executor: Send + Sync {
         job: &Job,
         logs: &LogSink,
         stop: &CancellationToken,
-    ) -> Result<Ending, ExecError>;
+    ) -> Result<Finished, ExecError>;
     /// Whether executions run isolated (recorded on each execution).
     fn sandboxed(&self) -> bool;
 }
@@ -125,17 +134,18 @@ impl ProcessExecutor {
     }
 }
 
-fn prepare(job: &Job) -> Result<PathBuf, ExecError> {
+/// Writes the script and the input file into the working directory; returns the script's name.
+pub(crate) fn prepare(job: &Job) -> Result<&'static str, ExecError> {
     let err = |source| ExecError::Prepare {
         path: job.workdir.clone(),
         source,
     };
     std::fs::create_dir_all(&job.workdir).map_err(err)?;
-    let script = job.workdir.join(match job.runtime {
+    let script = match job.runtime {
         Runtime::Bash => "bot.sh",
         Runtime::Python => "bot.py",
-    });
-    std::fs::write(&script, &job.script).map_err(err)?;
+    };
+    std::fs::write(job.workdir.join(script), &job.script).map_err(err)?;
     std::fs::write(job.workdir.join(INPUT_FILE), &job.input).map_err(err)?;
     Ok(script)
 }
@@ -147,8 +157,8 @@ impl Executor for ProcessExecutor {
         job: &Job,
         logs: &LogSink,
         stop: &CancellationToken,
-    ) -> Result<Ending, ExecError> {
-        let script = prepare(job)?;
+    ) -> Result<Finished, ExecError> {
+        let script = job.workdir.join(prepare(job)?);
         let mut cmd = Self::command(job, &script);
         let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
             program: format!("{:?}", cmd.as_std().get_program()),
@@ -158,7 +168,9 @@ impl Executor for ProcessExecutor {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
-        feed_stdin(&mut child, job.input.clone());
+        if let Some(stdin) = child.stdin.take() {
+            feed_stdin(stdin, job.input.clone());
+        }
         let readers = [
             tokio::spawn(read_lines(
                 child.stdout.take(),
@@ -188,13 +200,11 @@ impl Executor for ProcessExecutor {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
         let _ = child.wait().await;
-        for reader in readers {
-            let abort = reader.abort_handle();
-            if tokio::time::timeout(READER_GRACE, reader).await.is_err() {
-                abort.abort();
-            }
-        }
-        Ok(ending)
+        drain_readers(readers).await;
+        Ok(Finished {
+            ending,
+            usage: None,
+        })
     }
 
     fn sandboxed(&self) -> bool {
@@ -203,17 +213,30 @@ impl Executor for ProcessExecutor {
 }
 
 /// Writes the input on stdin and closes it; a bot that never reads stdin is not blocked.
-fn feed_stdin(child: &mut Child, input: Vec<u8>) {
-    if let Some(mut stdin) = child.stdin.take() {
-        tokio::spawn(async move {
-            let _ = stdin.write_all(&input).await;
-            let _ = stdin.shutdown().await;
-        });
+pub(crate) fn feed_stdin<W: AsyncWrite + Unpin + Send + 'static>(mut stdin: W, input: Vec<u8>) {
+    tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+        let _ = stdin.shutdown().await;
+    });
+}
+
+/// Lets the output readers finish what the program wrote, within a grace period (a pipe
+/// inherited by a process that escaped would otherwise hold them open).
+pub(crate) async fn drain_readers(readers: [tokio::task::JoinHandle<()>; 2]) {
+    for reader in readers {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout(READER_GRACE, reader).await.is_err() {
+            abort.abort();
+        }
     }
 }
 
 /// Splits a stream into lines of at most [`MAX_LINE`] bytes and hands them to the sink.
-async fn read_lines<R: AsyncRead + Unpin>(reader: Option<R>, stream: LogStream, logs: LogSink) {
+pub(crate) async fn read_lines<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    stream: LogStream,
+    logs: LogSink,
+) {
     let Some(mut reader) = reader else { return };
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 8192];

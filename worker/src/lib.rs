@@ -8,5 +8,6 @@ pub mod executor;
 mod heartbeat;
 mod logs;
 mod runner;
+pub mod sandboxed;
 
 pub use dispatch::run;

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::executor::{Ending, Executor, Job, OUTPUT_FILE};
+use crate::executor::{Ending, Executor, Finished, Job, OUTPUT_FILE};
 use crate::logs::{self, LogSummary};
 
 /// Largest output file read back, in bytes.
@@ -216,7 +216,7 @@ async fn keep_lease(ctx: Arc<Ctx>, exec: Execution, lease: Lease, stop: Arc<Stop
 
 /// How an attempt ended, as the worker judges it.
 struct Verdict {
-    ending: Result<Ending, String>,
+    ending: Result<Finished, String>,
     output: Result<Option<Value>, String>,
     duration_ms: i64,
 }
@@ -363,7 +363,11 @@ fn judge(ctx: &Ctx, exec: &Execution, v: Verdict, stopped: Option<StopReason>) -
         duration_ms: Some(v.duration_ms),
         run_at: None,
     };
-    let (failed_as, message) = match (stopped, v.ending) {
+    let oom = v
+        .ending
+        .as_ref()
+        .is_ok_and(|f| f.usage.as_ref().is_some_and(|u| u.oom_killed));
+    let (failed_as, message) = match (stopped, v.ending.map(|f| f.ending)) {
         (Some(StopReason::Cancelled), _) => {
             finish.status = ExecStatus::Cancelled;
             finish.error = Some("cancelled while running".into());
@@ -386,6 +390,10 @@ fn judge(ctx: &Ctx, exec: &Execution, v: Verdict, stopped: Option<StopReason>) -
             }
             Err(e) => (ExecStatus::Failed, e),
         },
+        (_, Ok(Ending::Signaled(_) | Ending::Exited(_))) if oom => (
+            ExecStatus::Failed,
+            "killed: out of memory (the resources.memory_mb limit was reached)".to_owned(),
+        ),
         (_, Ok(Ending::Exited(code))) => {
             finish.exit_code = Some(code);
             (ExecStatus::Failed, format!("exited with code {code}"))

@@ -87,6 +87,19 @@ pub struct Execution {
     pub created_by: Option<Uuid>,
 }
 
+/// What an attempt used, measured by the container engine (absent without a sandbox).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceUsage {
+    /// The kernel killed it for exceeding `resources.memory_mb`.
+    pub oom_killed: bool,
+    pub peak_memory_bytes: Option<u64>,
+    /// User plus system CPU time.
+    pub cpu_time_ms: u64,
+    pub wall_ms: u64,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+}
+
 /// What a new execution is made of; the store fills in status, attempt and times.
 #[derive(Debug, Clone)]
 pub struct NewExecution {

@@ -365,6 +365,10 @@ impl Queue for RedisQueue {
 
     async fn depths(&self) -> Result<Vec<PoolDepth>, QueueError> {
         let pools = self.known_pools().await?;
+        // The client refuses an empty pipeline, and a new (or flushed) Redis has no pools.
+        if pools.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for pool in &pools {
             let k = self.keys(pool);

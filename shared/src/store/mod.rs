@@ -166,7 +166,7 @@ pub struct NewLogLine {
 /// Execution logs.
 #[async_trait]
 pub trait LogStore: Send + Sync {
-    /// Appends lines in one statement.
+    /// Appends lines all or nothing (in one transaction, however many statements it takes).
     async fn append_logs(&self, lines: &[NewLogLine]) -> Result<(), StoreError>;
     /// Lines with an id above `after`, in order.
     async fn read_logs(

@@ -7,6 +7,7 @@ store_cases!(
     a_second_live_bot_with_the_same_name_is_a_conflict,
     a_deleted_bot_is_hidden_and_its_name_can_be_used_again,
     updating_a_bot_makes_version_two_and_keeps_both_versions,
+    racing_updates_each_make_their_own_version,
     bots_are_listed_newest_first_and_by_owner,
 );
 
@@ -152,5 +153,32 @@ async fn bots_are_listed_newest_first_and_by_owner(s: &dyn Store) -> TestResult 
         .collect();
     assert_eq!(adas, vec![a2.id, a1.id]);
     assert!(s.list_bots(Some(Uuid::now_v7())).await?.is_empty());
+    Ok(())
+}
+
+async fn racing_updates_each_make_their_own_version(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let specs: Vec<BotSpec> = (0..8)
+        .map(|i| spec("daily", &format!("echo {i}")))
+        .collect();
+    let updates = join_all(specs.iter().map(|sp| s.update_bot(b.id, sp, at(1)))).await;
+    let mut versions = HashSet::new();
+    for updated in updates {
+        versions.insert(updated?.context("the bot is live")?.version);
+    }
+    assert_eq!(
+        versions,
+        (2..=9).collect::<HashSet<i32>>(),
+        "no version is made twice"
+    );
+    let stored = s.bot_versions(b.id).await?;
+    assert_eq!(stored.len(), 9);
+    let current = s.get_bot(b.id).await?.context("the bot")?;
+    assert_eq!(current.version, 9);
+    assert_eq!(
+        current.spec, stored[0].spec,
+        "the bot carries its newest version's spec"
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@ use super::*;
 store_cases!(
     a_new_execution_is_queued_at_attempt_one,
     an_idempotency_key_returns_the_first_execution_and_creates_nothing,
+    racing_creates_with_one_idempotency_key_make_one_execution,
     executions_are_listed_newest_first_by_bot_status_owner_and_cursor,
 );
 
@@ -166,5 +167,39 @@ async fn executions_are_listed_newest_first_by_bot_status_owner_and_cursor(
         ..by_bot
     };
     assert_eq!(list(combined).await?, vec![e1.id]);
+    Ok(())
+}
+
+async fn racing_creates_with_one_idempotency_key_make_one_execution(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let attempts: Vec<NewExecution> = (0..8)
+        .map(|_| NewExecution {
+            idempotency_key: Some("webhook-7".into()),
+            ..new_execution(&b)
+        })
+        .collect();
+    let results = join_all(
+        attempts
+            .iter()
+            .map(|n| s.create_execution(n, ada.id, at(0))),
+    )
+    .await;
+    let mut created = 0;
+    let mut returned = HashSet::new();
+    for result in results {
+        let (e, new) = result?;
+        created += usize::from(new);
+        returned.insert(e.id);
+    }
+    assert_eq!(created, 1, "exactly one create wins the key");
+    assert_eq!(returned.len(), 1, "every caller gets that one execution");
+    let all = s
+        .list_executions(&ExecutionFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(ids(&all), returned.into_iter().collect::<Vec<_>>());
     Ok(())
 }

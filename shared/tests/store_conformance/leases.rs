@@ -10,6 +10,7 @@ store_cases!(
     a_retry_requeues_at_the_next_attempt_without_a_worker,
     cancelling_a_queued_execution_ends_it_at_once,
     cancelling_a_running_execution_flags_it_and_its_retry_ends_it,
+    a_cancel_racing_a_retry_always_ends_cancelled,
     the_reaper_finishes_only_executions_whose_lease_expired,
     queued_executions_are_paged_in_id_order,
 );
@@ -329,5 +330,32 @@ async fn queued_executions_are_paged_in_id_order(s: &dyn Store) -> TestResult {
         seen.extend(ids(&page));
     }
     assert_eq!(seen, expected);
+    Ok(())
+}
+
+/// Whichever lands first, a cancel and a retry of the same attempt end in `cancelled`: a
+/// cancel must never be lost between "it was running" and "it is queued again".
+async fn a_cancel_racing_a_retry_always_ends_cancelled(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    for round in 0..40 {
+        let e = execution(s, &b).await?;
+        let worker = format!("worker-{round}");
+        s.claim_execution(e.id, &worker, at(0), at(60_000))
+            .await?
+            .context("claim")?;
+        let mut retry = finish(&e, 1, Some(&worker), ExecStatus::Queued);
+        retry.run_at = Some(at(1_000));
+        let (cancel, retried) =
+            tokio::join!(s.request_cancel(e.id, at(10)), s.finish_execution(&retry));
+        cancel?.context("known")?;
+        assert!(retried?, "the holder's retry is not stale");
+        let read = get(s, e.id).await?;
+        assert_eq!(
+            read.status,
+            ExecStatus::Cancelled,
+            "round {round}: the cancel was lost"
+        );
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@ use super::*;
 
 store_cases!(
     a_large_batch_of_log_lines_reads_back_in_order_from_any_offset,
+    a_log_batch_that_fails_writes_none_of_its_lines,
     audit_entries_are_recorded_with_and_without_an_actor,
     a_worker_upserted_twice_is_listed_once_with_its_latest_state,
     the_store_answers_a_ping_and_migrating_again_changes_nothing,
@@ -18,7 +19,7 @@ async fn a_large_batch_of_log_lines_reads_back_in_order_from_any_offset(
     let line = |execution_id, i: usize| NewLogLine {
         execution_id,
         attempt: 1,
-        stream: if i % 2 == 0 {
+        stream: if i.is_multiple_of(2) {
             LogStream::Stdout
         } else {
             LogStream::Stderr
@@ -41,7 +42,7 @@ async fn a_large_batch_of_log_lines_reads_back_in_order_from_any_offset(
         );
         assert_eq!(
             l.stream,
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 LogStream::Stdout
             } else {
                 LogStream::Stderr
@@ -141,5 +142,27 @@ async fn the_store_answers_a_ping_and_migrating_again_changes_nothing(s: &dyn St
     s.ping().await?;
     s.migrate().await?;
     assert_eq!(ids_of_users(s).await?, vec![ada.id]);
+    Ok(())
+}
+
+/// A batch is all or nothing, even across statements: a writer that retries a failed batch
+/// must not duplicate the lines that got in the first time.
+async fn a_log_batch_that_fails_writes_none_of_its_lines(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let e = execution(s, &b).await?;
+    let mut batch: Vec<NewLogLine> = (0..1200)
+        .map(|i| NewLogLine {
+            execution_id: e.id,
+            attempt: 1,
+            stream: LogStream::Stdout,
+            line: format!("line {i}"),
+            at: at(i),
+        })
+        .collect();
+    // A line of an execution that does not exist, past the first statement's worth.
+    batch[1100].execution_id = Uuid::now_v7();
+    assert!(s.append_logs(&batch).await.is_err());
+    assert!(s.read_logs(e.id, 0, 5_000).await?.is_empty());
     Ok(())
 }

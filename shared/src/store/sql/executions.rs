@@ -46,6 +46,19 @@ const FINISH_RETRY: &str = concat!(
     fence!()
 );
 
+/// A cancel in one statement, whichever live state it finds: a queued execution ends, a running
+/// one is flagged for its worker. Two statements (one per state) would lose the cancel of an
+/// execution that a retry moved from running to queued between them.
+const CANCEL: &str = concat!(
+    "UPDATE executions SET
+         status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+         finished_at = CASE WHEN status = 'queued' THEN $2 ELSE finished_at END,
+         error = CASE WHEN status = 'queued' THEN 'cancelled before it started' ELSE error END,
+         cancel_requested = CASE WHEN status = 'running' THEN TRUE ELSE cancel_requested END
+         WHERE id = $1 AND status IN ('queued', 'running') RETURNING ",
+    columns!()
+);
+
 macro_rules! execution_store {
     ($store:ty, $db:ty) => {
         #[async_trait]
@@ -106,14 +119,8 @@ macro_rules! execution_store {
             }
 
             async fn request_cancel(&self, id: Uuid, at: Timestamp) -> Result<Option<Execution>, StoreError> {
-                let sql = concat!("UPDATE executions SET status = 'cancelled', finished_at = $2, error = 'cancelled before it started'
-                     WHERE id = $1 AND status = 'queued' RETURNING ", columns!());
-                if let Some(done) = sqlx::query_as(sql).bind(id).bind(at).fetch_optional(&self.pool).await? {
-                    return Ok(Some(done));
-                }
-                let sql = concat!("UPDATE executions SET cancel_requested = TRUE WHERE id = $1 AND status = 'running' RETURNING ", columns!());
-                if let Some(flagged) = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await? {
-                    return Ok(Some(flagged));
+                if let Some(changed) = sqlx::query_as(CANCEL).bind(id).bind(at).fetch_optional(&self.pool).await? {
+                    return Ok(Some(changed));
                 }
                 self.get_execution(id).await
             }

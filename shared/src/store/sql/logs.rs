@@ -1,4 +1,5 @@
-//! Execution logs for both SQL stores: batched appends, ordered reads from an offset.
+//! Execution logs for both SQL stores: batched, all-or-nothing appends, ordered reads from an
+//! offset.
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -14,7 +15,13 @@ macro_rules! log_store {
     ($store:ty, $db:ty) => {
         #[async_trait]
         impl LogStore for $store {
+            /// One transaction around the statements: a batch is all or nothing, so a writer
+            /// that retries a failed batch does not duplicate the lines that got in.
             async fn append_logs(&self, lines: &[NewLogLine]) -> Result<(), StoreError> {
+                if lines.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
                 for chunk in lines.chunks(ROWS_PER_STATEMENT) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO execution_logs (execution_id, attempt, stream, line, at) ",
@@ -26,8 +33,9 @@ macro_rules! log_store {
                             .push_bind(&l.line)
                             .push_bind(l.at);
                     });
-                    q.build().execute(&self.pool).await?;
+                    q.build().execute(&mut *tx).await?;
                 }
+                tx.commit().await?;
                 Ok(())
             }
 
