@@ -151,6 +151,8 @@ fn reap_decision(exec: &Execution, retry: &RetryPolicy, now: Timestamp) -> Finis
         at: now,
         duration_ms: None,
         run_at: None,
+        usage: None,
+        sandboxed: None,
     };
     if exec.cancel_requested {
         finish.status = ExecStatus::Cancelled;

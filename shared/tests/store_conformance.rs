@@ -11,7 +11,8 @@ use std::sync::Arc;
 use anyhow::{Context, ensure};
 use codex32_shared::Timestamp;
 use codex32_shared::domain::{
-    ApiKey, Bot, BotSpec, ExecStatus, Execution, LogStream, NewExecution, Role, User, WorkerInfo,
+    ApiKey, Bot, BotSpec, ExecStatus, Execution, LogStream, NewExecution, ResourceUsage, Role,
+    User, WorkerInfo,
 };
 use codex32_shared::store::sql::{PgStore, SqliteStore};
 use codex32_shared::store::{AuditEntry, ExecutionFilter, Finish, NewLogLine, Store, StoreError};
@@ -198,6 +199,19 @@ fn finish(e: &Execution, attempt: i32, worker: Option<&str>, status: ExecStatus)
         at: at(500),
         duration_ms: Some(500),
         run_at: None,
+        usage: Some(usage()),
+        sandboxed: Some(true),
+    }
+}
+
+/// What a sandboxed attempt reports using.
+fn usage() -> ResourceUsage {
+    ResourceUsage {
+        oom_killed: false,
+        peak_memory_bytes: Some(3 << 20),
+        cpu_time_ms: 12,
+        wall_ms: 40,
+        signal: None,
     }
 }
 

@@ -18,7 +18,7 @@ pub const ADMIN_EMAIL: &str = "admin@test.local";
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
 const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
-/// A codex32 process; SIGKILLed on drop unless it already exited.
+/// A codex32 process, stopped when dropped.
 pub struct Proc {
     pub name: String,
     child: Child,
@@ -40,8 +40,21 @@ impl Proc {
     }
 }
 
+/// Stops it as an operator would — SIGTERM, then SIGKILL if it has not exited in 10 s — so
+/// that it cleans up after itself (a worker removes its sandboxes' cgroups).
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        self.signal(Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -51,7 +51,7 @@ pub async fn run(
         runs_dir,
         wc.log_limit_kb.saturating_mul(1024),
     ));
-    let mut info = worker_info(&worker_id, wc);
+    let mut info = worker_info(&worker_id, wc, ctx.executor.isolation());
     heartbeat::report(&ctx, &mut info, "alive").await;
     tracing::info!(worker_id = %worker_id, pools = ?wc.pools, slots = wc.concurrency, "Worker started.");
 
@@ -91,7 +91,7 @@ fn default_worker_id() -> String {
     )
 }
 
-fn worker_info(id: &str, wc: &WorkerConfig) -> WorkerInfo {
+fn worker_info(id: &str, wc: &WorkerConfig, sandbox: String) -> WorkerInfo {
     let now = Timestamp::now();
     WorkerInfo {
         id: id.to_owned(),
@@ -104,6 +104,7 @@ fn worker_info(id: &str, wc: &WorkerConfig) -> WorkerInfo {
         slots: wc.concurrency as i32,
         running: 0,
         state: "alive".into(),
+        sandbox,
         started_at: now,
         last_seen_at: now,
     }

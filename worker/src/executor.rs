@@ -86,6 +86,8 @@ pub trait Executor: Send + Sync {
     ) -> Result<Finished, ExecError>;
     /// Whether executions run isolated (recorded on each execution).
     fn sandboxed(&self) -> bool;
+    /// What isolation is in force, for the worker's registration.
+    fn isolation(&self) -> String;
 }
 
 /// Names of the files a bot reads and writes in its working directory.
@@ -209,6 +211,10 @@ impl Executor for ProcessExecutor {
 
     fn sandboxed(&self) -> bool {
         false
+    }
+
+    fn isolation(&self) -> String {
+        "none".to_owned()
     }
 }
 

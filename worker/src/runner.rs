@@ -362,6 +362,8 @@ fn judge(ctx: &Ctx, exec: &Execution, v: Verdict, stopped: Option<StopReason>) -
         at: now,
         duration_ms: Some(v.duration_ms),
         run_at: None,
+        usage: v.ending.as_ref().ok().and_then(|f| f.usage.clone()),
+        sandboxed: Some(ctx.executor.sandboxed()),
     };
     let oom = v
         .ending

@@ -124,11 +124,6 @@ pub struct SandboxExecutor {
 }
 
 impl SandboxExecutor {
-    /// What the engine enforces, for the worker's registration and logs.
-    pub fn describe(&self) -> String {
-        format!("{:?}", self.engine.enforced())
-    }
-
     fn program(&self, runtime: Runtime) -> Result<(String, &'static str), ExecError> {
         let missing =
             |name: &str| ExecError::Sandbox(format!("{name} is not installed on this worker"));
@@ -292,5 +287,22 @@ impl Executor for SandboxExecutor {
 
     fn sandboxed(&self) -> bool {
         true
+    }
+
+    fn isolation(&self) -> String {
+        let e = self.engine.enforced();
+        let limits: Vec<&str> = [("memory", e.memory), ("cpu", e.cpu), ("pids", e.pids)]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
+        format!(
+            "namespaces, seccomp; cgroup {:?}: {}",
+            e.cgroup,
+            if limits.is_empty() {
+                "no limits".to_owned()
+            } else {
+                limits.join(", ")
+            }
+        )
     }
 }

@@ -85,6 +85,11 @@ pub struct Execution {
     pub finished_at: Option<Timestamp>,
     pub duration_ms: Option<i64>,
     pub created_by: Option<Uuid>,
+    /// What the last attempt used (memory peak, CPU time, OOM kill), when it ran sandboxed.
+    #[sqlx(json(nullable))]
+    pub usage: Option<ResourceUsage>,
+    /// Whether the last attempt ran in the container engine; null until an attempt ends.
+    pub sandboxed: Option<bool>,
 }
 
 /// What an attempt used, measured by the container engine (absent without a sandbox).

@@ -19,6 +19,8 @@ pub struct WorkerInfo {
     pub running: i32,
     /// `alive`, `draining` or `gone` as last reported; the API shows `lost` for a silent worker.
     pub state: String,
+    /// The isolation it enforces, e.g. `cgroup v1: memory, cpu, pids`, or `none`.
+    pub sandbox: String,
     pub started_at: Timestamp,
     pub last_seen_at: Timestamp,
 }

@@ -19,7 +19,7 @@ pub use error::StoreError;
 use crate::Timestamp;
 use crate::domain::{
     ApiKey, Bot, BotSpec, BotVersion, ExecStatus, Execution, LogLine, LogStream, NewExecution,
-    User, WorkerInfo,
+    ResourceUsage, User, WorkerInfo,
 };
 
 /// Users and their API keys.
@@ -96,6 +96,10 @@ pub struct Finish {
     pub duration_ms: Option<i64>,
     /// For a retry: when the next attempt may start.
     pub run_at: Option<Timestamp>,
+    /// What the attempt used, when the executor measured it.
+    pub usage: Option<ResourceUsage>,
+    /// Whether the attempt ran isolated (None when no attempt ran: the reaper).
+    pub sandboxed: Option<bool>,
 }
 
 /// Executions: creation, the lease lifecycle and fenced results.

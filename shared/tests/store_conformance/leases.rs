@@ -152,6 +152,11 @@ async fn a_finish_from_the_wrong_worker_or_attempt_writes_nothing(s: &dyn Store)
         (read.finished_at, read.duration_ms, read.lease_expires_at),
         (Some(at(500)), Some(500), None)
     );
+    assert_eq!(
+        (read.usage, read.sandboxed),
+        (Some(usage()), Some(true)),
+        "accounting is kept"
+    );
     let mut late = finish(&e, 1, Some("holder"), ExecStatus::Failed);
     late.exit_code = Some(1);
     assert!(

@@ -97,6 +97,7 @@ async fn a_worker_upserted_twice_is_listed_once_with_its_latest_state(s: &dyn St
         slots: 4,
         running: 0,
         state: "running".into(),
+        sandbox: "none".into(),
         started_at: at(0),
         last_seen_at: at(0),
     };
@@ -109,6 +110,7 @@ async fn a_worker_upserted_twice_is_listed_once_with_its_latest_state(s: &dyn St
         slots: 8,
         running: 3,
         state: "draining".into(),
+        sandbox: "cgroup v1: memory, cpu, pids".into(),
         started_at: at(5_000),
         last_seen_at: at(6_000),
         ..first.clone()
@@ -134,6 +136,7 @@ async fn a_worker_upserted_twice_is_listed_once_with_its_latest_state(s: &dyn St
     );
     assert_eq!((a.slots, a.running, a.state.as_str()), (8, 3, "draining"));
     assert_eq!((a.started_at, a.last_seen_at), (at(5_000), at(6_000)));
+    assert_eq!(a.sandbox, "cgroup v1: memory, cpu, pids");
     Ok(())
 }
 

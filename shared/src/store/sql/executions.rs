@@ -14,7 +14,7 @@ macro_rules! columns {
     () => {
         "id, bot_id, bot_version, owner_id, pool, status, attempt, max_attempts, priority, input, output, \
     error, exit_code, worker_id, idempotency_key, cancel_requested, run_at, lease_expires_at, queued_at, \
-    started_at, finished_at, duration_ms, created_by"
+    started_at, finished_at, duration_ms, created_by, usage, sandboxed"
     };
 }
 
@@ -29,7 +29,7 @@ macro_rules! fence {
 
 const FINISH_FINAL: &str = concat!(
     "UPDATE executions SET status = $5, output = $6, error = $7, exit_code = $8, finished_at = $4,
-         duration_ms = $9, lease_expires_at = NULL WHERE ",
+         duration_ms = $9, lease_expires_at = NULL, usage = $11, sandboxed = $12 WHERE ",
     fence!()
 );
 
@@ -40,7 +40,7 @@ const FINISH_RETRY: &str = concat!(
          status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
          attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt + 1 END,
          finished_at = CASE WHEN cancel_requested THEN $4 ELSE NULL END,
-         output = NULL, error = $7, exit_code = $8, duration_ms = $9, run_at = $10,
+         output = NULL, error = $7, exit_code = $8, duration_ms = $9, run_at = $10, usage = $11, sandboxed = $12,
          worker_id = NULL, lease_expires_at = NULL, started_at = NULL
          WHERE ",
     fence!()
@@ -165,6 +165,8 @@ macro_rules! execution_store {
                     .bind(f.exit_code)
                     .bind(f.duration_ms)
                     .bind(f.run_at)
+                    .bind(f.usage.as_ref().map(sqlx::types::Json))
+                    .bind(f.sandboxed)
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)

@@ -29,12 +29,12 @@ macro_rules! ops_store {
             /// same id can come back as a restarted, upgraded process on another host.
             async fn upsert_worker(&self, w: &WorkerInfo) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO workers (id, hostname, version, pools, slots, running, state, started_at, last_seen_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                    "INSERT INTO workers (id, hostname, version, pools, slots, running, state, started_at, last_seen_at, sandbox)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, version = excluded.version,
                        pools = excluded.pools, slots = excluded.slots, running = excluded.running,
                        state = excluded.state, started_at = excluded.started_at,
-                       last_seen_at = excluded.last_seen_at",
+                       last_seen_at = excluded.last_seen_at, sandbox = excluded.sandbox",
                 )
                 .bind(&w.id)
                 .bind(&w.hostname)
@@ -45,6 +45,7 @@ macro_rules! ops_store {
                 .bind(&w.state)
                 .bind(w.started_at)
                 .bind(w.last_seen_at)
+                .bind(&w.sandbox)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -52,7 +53,7 @@ macro_rules! ops_store {
 
             async fn list_workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
                 Ok(sqlx::query_as(
-                    "SELECT id, hostname, version, pools, slots, running, state, started_at, last_seen_at
+                    "SELECT id, hostname, version, pools, slots, running, state, sandbox, started_at, last_seen_at
                      FROM workers ORDER BY last_seen_at DESC LIMIT 1000",
                 )
                 .fetch_all(&self.pool)
