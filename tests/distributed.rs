@@ -68,6 +68,26 @@ async fn the_core_flows_pass_with_an_api_a_scheduler_and_two_workers() {
     )
     .await;
 
+    let ready = c
+        .http
+        .get(format!("{}/readyz", c.base))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let isolation = ready["sandbox"]
+        .as_array()
+        .expect("isolation in force on /readyz")
+        .clone();
+    assert!(
+        !isolation.is_empty()
+            && isolation
+                .iter()
+                .all(|s| s.as_str().unwrap().contains("cgroup")),
+        "{ready}"
+    );
     let workers = c.get("/workers").await;
     assert_eq!(
         workers

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// A worker silent this long is shown `lost` (three missed heartbeats).
-const LOST_AFTER_MS: i64 = 15_000;
+pub(crate) const LOST_AFTER_MS: i64 = 15_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

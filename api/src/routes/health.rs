@@ -24,6 +24,10 @@ pub struct Health {
     /// One entry per dependency: `ok` or what is wrong.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
+    /// The isolation enforced by the live workers (e.g. `namespaces, seccomp; cgroup V1:
+    /// memory, cpu, pids`, or `none`), one entry per distinct setting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sandbox: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -38,6 +42,7 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok",
         checks: vec![],
+        sandbox: vec![],
     })
 }
 
@@ -67,8 +72,30 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health
         axum::Json(Health {
             status: if ready { "ok" } else { "unavailable" },
             checks,
+            sandbox: live_isolation(&state).await,
         }),
     )
+}
+
+/// What the workers heard from within the last few heartbeats enforce.
+async fn live_isolation(state: &AppState) -> Vec<String> {
+    let now = codex32_shared::Timestamp::now().millis();
+    let workers = state
+        .backends
+        .store
+        .list_workers()
+        .await
+        .unwrap_or_default();
+    let mut seen: Vec<String> = workers
+        .into_iter()
+        .filter(|w| {
+            w.state != "gone" && now - w.last_seen_at.millis() <= super::fleet::LOST_AFTER_MS
+        })
+        .map(|w| w.sandbox)
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
 }
 
 /// Prometheus metrics in the text exposition format.
