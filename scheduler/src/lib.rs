@@ -119,20 +119,7 @@ pub async fn reap_leases(
             };
             backends.queue.enqueue(&[item]).await?;
         }
-        let event = Event::ExecutionUpdated {
-            id: exec.id,
-            bot_id: exec.bot_id,
-            owner_id: exec.owner_id,
-            status: finish.status,
-            attempt: if retried {
-                exec.attempt + 1
-            } else {
-                exec.attempt
-            },
-            worker_id: None,
-            exit_code: None,
-            error: finish.error.clone(),
-        };
+        let event = Event::finished(&exec, &finish);
         let _ = backends.bus.publish(&event).await;
     }
     Ok(reaped)
@@ -159,21 +146,18 @@ fn reap_decision(exec: &Execution, retry: &RetryPolicy, now: Timestamp) -> Finis
         finish.error = Some(format!(
             "cancelled; worker {worker} stopped renewing its lease"
         ));
-    } else if exec.attempt < exec.max_attempts {
-        let delay = retry.delay_after(exec.attempt);
-        finish.status = ExecStatus::Queued;
-        finish.run_at = Some(now.plus_millis(delay.as_millis() as i64));
-        finish.error = Some(format!(
-            "lease expired: worker {worker} stopped renewing it (attempt {} of {}); retrying in {:.1} s",
+    } else {
+        let message = format!("lease expired: worker {worker} stopped renewing it");
+        let decision = retry.after_failure(
             exec.attempt,
             exec.max_attempts,
-            delay.as_secs_f64()
-        ));
-    } else {
-        finish.error = Some(format!(
-            "lease expired: worker {worker} stopped renewing it (after {} attempts)",
-            exec.attempt
-        ));
+            now,
+            ExecStatus::Failed,
+            &message,
+        );
+        finish.status = decision.status;
+        finish.run_at = decision.run_at;
+        finish.error = Some(decision.error);
     }
     finish
 }

@@ -5,6 +5,20 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::Timestamp;
+use crate::domain::ExecStatus;
+
+/// What a failed attempt leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `Queued` for another attempt, else the final status.
+    pub status: ExecStatus,
+    /// When the next attempt may start.
+    pub run_at: Option<Timestamp>,
+    /// The failure, with what happens next, for the execution's `error`.
+    pub error: String,
+}
+
 /// Exponential backoff with "equal jitter": half the delay is fixed, half random.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -19,6 +33,39 @@ impl RetryPolicy {
         let half = ceiling / 2;
         let spread = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
         half + Duration::from_millis(rand::rng().random_range(0..=spread))
+    }
+
+    /// Another attempt after a backoff while attempts remain, else `failed_as` for good.
+    pub fn after_failure(
+        &self,
+        attempt: i32,
+        max_attempts: i32,
+        now: Timestamp,
+        failed_as: ExecStatus,
+        message: &str,
+    ) -> Decision {
+        if attempt < max_attempts {
+            let delay = self.delay_after(attempt);
+            Decision {
+                status: ExecStatus::Queued,
+                run_at: Some(now.plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))),
+                error: format!(
+                    "{message} (attempt {attempt} of {max_attempts}); retrying in {:.1} s",
+                    delay.as_secs_f64()
+                ),
+            }
+        } else {
+            let error = if max_attempts > 1 {
+                format!("{message} (after {attempt} attempts)")
+            } else {
+                message.to_owned()
+            };
+            Decision {
+                status: failed_as,
+                run_at: None,
+                error,
+            }
+        }
     }
 
     /// The delay without jitter: the most `delay_after` returns.
@@ -47,5 +94,29 @@ mod tests {
             let d = p.delay_after(attempt);
             assert!(d >= p.ceiling_after(attempt) / 2 && d <= p.ceiling_after(attempt));
         }
+    }
+
+    #[test]
+    fn a_failure_is_retried_while_attempts_remain_then_ends_as_given() {
+        let p = RetryPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        let now = Timestamp::from_millis(1_000_000);
+        let retry = p.after_failure(1, 3, now, ExecStatus::TimedOut, "timed out");
+        assert_eq!(retry.status, ExecStatus::Queued);
+        assert!(
+            retry.run_at.unwrap() > now && retry.error.contains("attempt 1 of 3"),
+            "{retry:?}"
+        );
+        let last = p.after_failure(3, 3, now, ExecStatus::TimedOut, "timed out");
+        assert_eq!(
+            (last.status, last.run_at, last.error.as_str()),
+            (ExecStatus::TimedOut, None, "timed out (after 3 attempts)")
+        );
+        assert_eq!(
+            p.after_failure(1, 1, now, ExecStatus::Failed, "boom").error,
+            "boom"
+        );
     }
 }

@@ -173,18 +173,7 @@ impl Executor for ProcessExecutor {
         if let Some(stdin) = child.stdin.take() {
             feed_stdin(stdin, job.input.clone());
         }
-        let readers = [
-            tokio::spawn(read_lines(
-                child.stdout.take(),
-                LogStream::Stdout,
-                logs.clone(),
-            )),
-            tokio::spawn(read_lines(
-                child.stderr.take(),
-                LogStream::Stderr,
-                logs.clone(),
-            )),
-        ];
+        let readers = spawn_readers(child.stdout.take(), child.stderr.take(), logs);
         let ending = tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(ExecError::Wait)?;
@@ -226,6 +215,22 @@ pub(crate) fn feed_stdin<W: AsyncWrite + Unpin + Send + 'static>(mut stdin: W, i
     });
 }
 
+/// Starts one reader per output stream, feeding the sink.
+pub(crate) fn spawn_readers<O, E>(
+    stdout: Option<O>,
+    stderr: Option<E>,
+    logs: &LogSink,
+) -> [tokio::task::JoinHandle<()>; 2]
+where
+    O: AsyncRead + Unpin + Send + 'static,
+    E: AsyncRead + Unpin + Send + 'static,
+{
+    [
+        tokio::spawn(read_lines(stdout, LogStream::Stdout, logs.clone())),
+        tokio::spawn(read_lines(stderr, LogStream::Stderr, logs.clone())),
+    ]
+}
+
 /// Lets the output readers finish what the program wrote, within a grace period (a pipe
 /// inherited by a process that escaped would otherwise hold them open).
 pub(crate) async fn drain_readers(readers: [tokio::task::JoinHandle<()>; 2]) {
@@ -238,11 +243,7 @@ pub(crate) async fn drain_readers(readers: [tokio::task::JoinHandle<()>; 2]) {
 }
 
 /// Splits a stream into lines of at most [`MAX_LINE`] bytes and hands them to the sink.
-pub(crate) async fn read_lines<R: AsyncRead + Unpin>(
-    reader: Option<R>,
-    stream: LogStream,
-    logs: LogSink,
-) {
+async fn read_lines<R: AsyncRead + Unpin>(reader: Option<R>, stream: LogStream, logs: LogSink) {
     let Some(mut reader) = reader else { return };
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 8192];

@@ -326,26 +326,7 @@ async fn conclude(
             tracing::warn!(execution_id = %exec.id, error = %e, "Cannot re-enqueue a retry; the reconciler will.");
         }
     }
-    let retried = finish.status == ExecStatus::Queued;
-    ctx.publish(Event::ExecutionUpdated {
-        id: exec.id,
-        bot_id: exec.bot_id,
-        owner_id: exec.owner_id,
-        status: finish.status,
-        attempt: if retried {
-            exec.attempt + 1
-        } else {
-            exec.attempt
-        },
-        worker_id: if retried {
-            None
-        } else {
-            Some(ctx.worker_id.clone())
-        },
-        exit_code: finish.exit_code,
-        error: finish.error.clone(),
-    })
-    .await;
+    ctx.publish(Event::finished(exec, &finish)).await;
 }
 
 /// Decides the state an attempt's ending leads to.
@@ -408,23 +389,11 @@ fn judge(ctx: &Ctx, exec: &Execution, v: Verdict, stopped: Option<StopReason>) -
         (_, Ok(Ending::Stopped)) => (ExecStatus::Failed, "stopped".to_owned()),
         (_, Err(e)) => (ExecStatus::Failed, e),
     };
-    if exec.attempt < exec.max_attempts {
-        let delay = ctx.retry.delay_after(exec.attempt);
-        finish.status = ExecStatus::Queued;
-        finish.run_at = Some(now.plus_millis(delay.as_millis() as i64));
-        finish.error = Some(format!(
-            "{message} (attempt {} of {}); retrying in {:.1} s",
-            exec.attempt,
-            exec.max_attempts,
-            delay.as_secs_f64()
-        ));
-    } else {
-        finish.status = failed_as;
-        finish.error = Some(if exec.max_attempts > 1 {
-            format!("{message} (after {} attempts)", exec.attempt)
-        } else {
-            message
-        });
-    }
+    let decision =
+        ctx.retry
+            .after_failure(exec.attempt, exec.max_attempts, now, failed_as, &message);
+    finish.status = decision.status;
+    finish.run_at = decision.run_at;
+    finish.error = Some(decision.error);
     finish
 }

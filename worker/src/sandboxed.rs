@@ -11,7 +11,7 @@ use anyhow::bail;
 use async_trait::async_trait;
 use codex32_sandbox::{Engine, EngineConfig, Limits, SandboxSpec};
 use codex32_shared::config::SandboxMode;
-use codex32_shared::domain::{LogStream, ResourceUsage, Runtime};
+use codex32_shared::domain::{ResourceUsage, Runtime};
 use nix::fcntl::OFlag;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::{
     Ending, ExecError, Executor, Finished, INPUT_FILE, Job, OUTPUT_FILE, drain_readers, feed_stdin,
-    prepare, read_lines,
+    prepare, spawn_readers,
 };
 use crate::logs::LogSink;
 
@@ -235,18 +235,11 @@ impl Executor for SandboxExecutor {
             pipe::Sender::from_owned_fd(in_w).map_err(io)?,
             job.input.clone(),
         );
-        let readers = [
-            tokio::spawn(read_lines(
-                Some(pipe::Receiver::from_owned_fd(out_r).map_err(io)?),
-                LogStream::Stdout,
-                logs.clone(),
-            )),
-            tokio::spawn(read_lines(
-                Some(pipe::Receiver::from_owned_fd(err_r).map_err(io)?),
-                LogStream::Stderr,
-                logs.clone(),
-            )),
-        ];
+        let readers = spawn_readers(
+            Some(pipe::Receiver::from_owned_fd(out_r).map_err(io)?),
+            Some(pipe::Receiver::from_owned_fd(err_r).map_err(io)?),
+            logs,
+        );
         let cut_short = {
             // SAFETY: the fd is borrowed from `sandbox`, which outlives this block and so the AsyncFd.
             let exit =

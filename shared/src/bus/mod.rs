@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::domain::{ExecStatus, Execution, LogStream};
+use crate::store::Finish;
 
 /// Events a subscriber can lag behind by before it starts missing some.
 pub const LOCAL_CAPACITY: usize = 4096;
@@ -64,6 +65,28 @@ impl Event {
             worker_id: e.worker_id.clone(),
             exit_code: e.exit_code,
             error: e.error.clone(),
+        }
+    }
+}
+
+impl Event {
+    /// The `execution.updated` event once `finish` was written: a retry is back in the queue
+    /// at the next attempt without a worker; a final state keeps the attempt and its worker.
+    pub fn finished(e: &Execution, finish: &Finish) -> Self {
+        let retried = finish.status == ExecStatus::Queued;
+        Event::ExecutionUpdated {
+            id: e.id,
+            bot_id: e.bot_id,
+            owner_id: e.owner_id,
+            status: finish.status,
+            attempt: if retried { e.attempt + 1 } else { e.attempt },
+            worker_id: if retried {
+                None
+            } else {
+                finish.worker_id.clone()
+            },
+            exit_code: finish.exit_code,
+            error: finish.error.clone(),
         }
     }
 }
