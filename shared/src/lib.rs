@@ -6,6 +6,7 @@
 pub mod backends;
 pub mod bus;
 pub mod config;
+pub mod cron;
 pub mod domain;
 pub mod queue;
 pub mod retry;

@@ -1,0 +1,1 @@
+//! Cron schedules: parsing, time zones, DST, and which fire times are due. (Being written.)
