@@ -11,6 +11,7 @@ pub mod domain;
 pub mod queue;
 pub mod retry;
 pub mod store;
+pub mod submit;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::Timestamp;
-use crate::domain::ExecStatus;
+use crate::domain::{BotSpec, ExecStatus};
 
 /// What a failed attempt leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,16 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The bot's backoff where it sets one, this (the deployment's) otherwise.
+    pub fn for_bot(&self, spec: &BotSpec) -> RetryPolicy {
+        let secs = |s: Option<f64>, d: Duration| s.map_or(d, Duration::from_secs_f64);
+        let base = secs(spec.retry.backoff_base_s, self.base);
+        RetryPolicy {
+            base,
+            max: secs(spec.retry.backoff_max_s, self.max).max(base),
+        }
+    }
+
     /// The delay before the attempt that follows `attempt` (1-based).
     pub fn delay_after(&self, attempt: i32) -> Duration {
         let ceiling = self.ceiling_after(attempt);

@@ -15,7 +15,9 @@ use codex32_shared::domain::{
     User, WorkerInfo,
 };
 use codex32_shared::store::sql::{PgStore, SqliteStore};
-use codex32_shared::store::{AuditEntry, ExecutionFilter, Finish, NewLogLine, Store, StoreError};
+use codex32_shared::store::{
+    AuditEntry, ExecutionFilter, Finish, NewEvent, NewLogLine, Store, StoreError,
+};
 use codex32_shared::testing::TestSchema;
 use futures::future::join_all;
 use serde_json::json;
@@ -94,6 +96,8 @@ mod executions;
 mod leases;
 #[path = "store_conformance/ops.rs"]
 mod ops;
+#[path = "store_conformance/scheduling.rs"]
+mod scheduling;
 #[path = "store_conformance/users.rs"]
 mod users;
 
@@ -160,6 +164,9 @@ fn new_execution(bot: &Bot) -> NewExecution {
         idempotency_key: None,
         run_at: None,
         created_by: Some(bot.owner_id),
+        scheduled_for: None,
+        replay_of: None,
+        max_concurrency: None,
     }
 }
 

@@ -9,5 +9,6 @@ mod heartbeat;
 mod logs;
 mod runner;
 pub mod sandboxed;
+mod verdict;
 
 pub use dispatch::run;

@@ -44,7 +44,12 @@ pub struct LogSummary {
     /// The last non-empty stdout line, even past the cap: the fallback result.
     pub last_stdout: Option<String>,
     pub truncated: bool,
+    /// The bot printed a line starting with [`NO_RETRY_MARKER`]: a retry cannot help.
+    pub no_retry: bool,
 }
+
+/// A line a bot prints (on stdout or stderr) to say its failure is not worth retrying.
+pub const NO_RETRY_MARKER: &str = "::no-retry::";
 
 /// Starts the writer of one attempt's log.
 pub fn start(
@@ -101,6 +106,9 @@ impl Writer {
     }
 
     async fn accept(&mut self, stream: LogStream, line: String) {
+        if stream != LogStream::System && line.starts_with(NO_RETRY_MARKER) {
+            self.summary.no_retry = true;
+        }
         if stream == LogStream::Stdout && !line.trim().is_empty() {
             self.summary.last_stdout = Some(line.clone());
         }

@@ -13,16 +13,17 @@ use codex32_shared::bus::Event;
 use codex32_shared::domain::{BotSpec, ExecStatus, Execution};
 use codex32_shared::queue::{Lease, QueueItem};
 use codex32_shared::retry::RetryPolicy;
-use codex32_shared::store::Finish;
-use serde_json::Value;
+use codex32_shared::store::NewEvent;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::executor::{Ending, Executor, Finished, Job, OUTPUT_FILE};
-use crate::logs::{self, LogSummary};
+use crate::executor::{Executor, Job};
+use crate::logs;
+use crate::verdict::{self, Verdict};
 
-/// Largest output file read back, in bytes.
-const MAX_OUTPUT_BYTES: u64 = 4 * 1024 * 1024;
+/// How long an execution held back by its bot's concurrency limit waits before it is offered
+/// again (others of the pool run meanwhile).
+const LIMIT_RECHECK: Duration = Duration::from_millis(500);
 
 /// Why a running execution is being stopped early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub(crate) struct Ctx {
     pub log_limit: usize,
     pub running: Mutex<HashMap<Uuid, Arc<Stop>>>,
     versions: Mutex<HashMap<(Uuid, i32), Arc<BotSpec>>>,
+    /// Executions this worker already recorded as waiting for a concurrency slot.
+    waiting: Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl Ctx {
@@ -85,6 +88,7 @@ impl Ctx {
             log_limit,
             running: Mutex::default(),
             versions: Mutex::default(),
+            waiting: Mutex::default(),
         }
     }
 
@@ -135,6 +139,13 @@ impl Ctx {
         Ok(spec)
     }
 
+    /// Appends to an execution's timeline; a lost entry is logged, never fatal.
+    async fn record(&self, event: NewEvent) {
+        if let Err(e) = self.backends.store.record_events(&[event]).await {
+            tracing::warn!(error = %e, "Cannot record a timeline event.");
+        }
+    }
+
     async fn publish(&self, event: Event) {
         if let Err(e) = self.backends.bus.publish(&event).await {
             tracing::debug!(error = %e, "Event not published.");
@@ -154,8 +165,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
     {
         Ok(Some(exec)) => exec,
         Ok(None) => {
-            // Cancelled, finished or not due: the store says there is nothing to run.
-            let _ = ctx.backends.queue.ack(&lease).await;
+            // Cancelled, finished or not due — or held back by its bot's concurrency limit.
+            not_claimed(&ctx, &lease).await;
             return;
         }
         Err(e) => {
@@ -165,6 +176,18 @@ pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
         }
     };
     tracing::debug!(execution_id = %exec.id, attempt = exec.attempt, "Execution started.");
+    if let Ok(mut waiting) = ctx.waiting.lock() {
+        waiting.remove(&exec.id);
+    }
+    ctx.record(NewEvent::now(
+        exec.id,
+        "leased",
+        format!(
+            "leased by worker {} (attempt {} of {})",
+            ctx.worker_id, exec.attempt, exec.max_attempts
+        ),
+    ))
+    .await;
     ctx.publish(Event::updated(&exec)).await;
     let stop = Arc::new(Stop::default());
     if let Ok(mut running) = ctx.running.lock() {
@@ -182,6 +205,49 @@ pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
         running.remove(&exec.id);
     }
     conclude(&ctx, &exec, &lease, verdict, stop.reason()).await;
+}
+
+/// Puts back an execution the store refused: when its bot runs `max_concurrency` executions
+/// already, it waits in the queue (and its timeline says why); otherwise it is gone.
+async fn not_claimed(ctx: &Ctx, lease: &Lease) {
+    let _ = ctx.backends.queue.ack(lease).await;
+    let Ok(Some(exec)) = ctx.backends.store.get_execution(lease.id).await else {
+        return;
+    };
+    let Some(limit) = exec
+        .max_concurrency
+        .filter(|_| exec.status == ExecStatus::Queued)
+    else {
+        return;
+    };
+    let running = ctx
+        .backends
+        .store
+        .running_count(exec.bot_id)
+        .await
+        .unwrap_or(i64::from(limit));
+    let first_time = ctx
+        .waiting
+        .lock()
+        .map(|mut w| w.insert(exec.id))
+        .unwrap_or(false);
+    if first_time {
+        let message = format!(
+            "waiting: concurrency limit of bot {} ({running}/{limit} running)",
+            exec.bot_id
+        );
+        ctx.record(NewEvent::now(exec.id, "waiting", message)).await;
+    }
+    let again = Timestamp::now().plus_millis(LIMIT_RECHECK.as_millis() as i64);
+    let item = QueueItem {
+        id: exec.id,
+        pool: exec.pool.clone(),
+        priority: exec.priority,
+        run_at: Some(again),
+    };
+    if let Err(e) = ctx.backends.queue.enqueue(&[item]).await {
+        tracing::warn!(execution_id = %exec.id, error = %e, "Cannot put back a waiting execution; the reconciler will.");
+    }
 }
 
 /// Renews the store and queue leases every third of their lifetime; notices cancels.
@@ -214,13 +280,6 @@ async fn keep_lease(ctx: Arc<Ctx>, exec: Execution, lease: Lease, stop: Arc<Stop
     }
 }
 
-/// How an attempt ended, as the worker judges it.
-struct Verdict {
-    ending: Result<Finished, String>,
-    output: Result<Option<Value>, String>,
-    duration_ms: i64,
-}
-
 async fn execute(ctx: &Ctx, exec: &Execution, stop: &Stop) -> Verdict {
     let started = std::time::Instant::now();
     let workdir = ctx.runs_dir.join(format!("{}-{}", exec.id, exec.attempt));
@@ -231,7 +290,8 @@ async fn execute(ctx: &Ctx, exec: &Execution, stop: &Stop) -> Verdict {
         exec.attempt,
         ctx.log_limit,
     );
-    let ending = match ctx.spec(exec).await {
+    let spec = ctx.spec(exec).await;
+    let ending = match &spec {
         Ok(spec) => {
             let job = Job {
                 execution_id: exec.id,
@@ -252,41 +312,21 @@ async fn execute(ctx: &Ctx, exec: &Execution, stop: &Stop) -> Verdict {
                 .await
                 .map_err(|e| e.to_string())
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.clone()),
     };
     if let Err(e) = &ending {
         sink.system(format!("[codex32] {e}")).await;
     }
     drop(sink);
     let summary = writer.await.unwrap_or_default();
-    let output = read_output(&workdir, &summary);
+    let output = verdict::read_output(&workdir, &summary);
     let _ = tokio::fs::remove_dir_all(&workdir).await;
     Verdict {
         ending,
         output,
         duration_ms: started.elapsed().as_millis() as i64,
-    }
-}
-
-/// The result: the output file if the bot wrote one, else the last stdout line if it is JSON.
-fn read_output(workdir: &std::path::Path, summary: &LogSummary) -> Result<Option<Value>, String> {
-    let path = workdir.join(OUTPUT_FILE);
-    match std::fs::metadata(&path) {
-        Ok(meta) if meta.len() > MAX_OUTPUT_BYTES => Err(format!(
-            "the output file is {} bytes; the limit is {MAX_OUTPUT_BYTES}",
-            meta.len()
-        )),
-        Ok(_) => {
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("cannot read the output file: {e}"))?;
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("the output file is not valid JSON: {e}"))
-        }
-        Err(_) => Ok(summary
-            .last_stdout
-            .as_deref()
-            .and_then(|l| serde_json::from_str(l.trim()).ok())),
+        spec: spec.ok(),
+        no_retry: summary.no_retry,
     }
 }
 
@@ -302,9 +342,16 @@ async fn conclude(
         let _ = ctx.backends.queue.ack(lease).await;
         return;
     }
-    let finish = judge(ctx, exec, verdict, stopped);
+    let finish = verdict::judge(
+        &ctx.worker_id,
+        ctx.executor.sandboxed(),
+        &ctx.retry,
+        exec,
+        verdict,
+        stopped,
+    );
     match ctx.backends.store.finish_execution(&finish).await {
-        Ok(true) => {}
+        Ok(true) => ctx.record(NewEvent::finished(&finish)).await,
         Ok(false) => {
             tracing::warn!(execution_id = %exec.id, attempt = exec.attempt, "Result discarded: the lease moved on.")
         }
@@ -327,73 +374,4 @@ async fn conclude(
         }
     }
     ctx.publish(Event::finished(exec, &finish)).await;
-}
-
-/// Decides the state an attempt's ending leads to.
-fn judge(ctx: &Ctx, exec: &Execution, v: Verdict, stopped: Option<StopReason>) -> Finish {
-    let now = Timestamp::now();
-    let mut finish = Finish {
-        id: exec.id,
-        attempt: exec.attempt,
-        worker_id: Some(ctx.worker_id.clone()),
-        status: ExecStatus::Succeeded,
-        output: None,
-        error: None,
-        exit_code: None,
-        at: now,
-        duration_ms: Some(v.duration_ms),
-        run_at: None,
-        usage: v.ending.as_ref().ok().and_then(|f| f.usage.clone()),
-        sandboxed: Some(ctx.executor.sandboxed()),
-    };
-    let oom = v
-        .ending
-        .as_ref()
-        .is_ok_and(|f| f.usage.as_ref().is_some_and(|u| u.oom_killed));
-    let (failed_as, message) = match (stopped, v.ending.map(|f| f.ending)) {
-        (Some(StopReason::Cancelled), _) => {
-            finish.status = ExecStatus::Cancelled;
-            finish.error = Some("cancelled while running".into());
-            return finish;
-        }
-        (Some(StopReason::Shutdown), _) => {
-            finish.status = ExecStatus::Queued;
-            finish.run_at = Some(now);
-            finish.error = Some(format!(
-                "worker {} stopped before the attempt finished; queued again",
-                ctx.worker_id
-            ));
-            return finish;
-        }
-        (_, Ok(Ending::Exited(0))) => match v.output {
-            Ok(output) => {
-                finish.exit_code = Some(0);
-                finish.output = output;
-                return finish;
-            }
-            Err(e) => (ExecStatus::Failed, e),
-        },
-        (_, Ok(Ending::Signaled(_) | Ending::Exited(_))) if oom => (
-            ExecStatus::Failed,
-            "killed: out of memory (the resources.memory_mb limit was reached)".to_owned(),
-        ),
-        (_, Ok(Ending::Exited(code))) => {
-            finish.exit_code = Some(code);
-            (ExecStatus::Failed, format!("exited with code {code}"))
-        }
-        (_, Ok(Ending::Signaled(sig))) => (ExecStatus::Failed, format!("killed by signal {sig}")),
-        (_, Ok(Ending::TimedOut)) => (
-            ExecStatus::TimedOut,
-            "timed out: the wall-clock limit (timeout_s) was reached".to_owned(),
-        ),
-        (_, Ok(Ending::Stopped)) => (ExecStatus::Failed, "stopped".to_owned()),
-        (_, Err(e)) => (ExecStatus::Failed, e),
-    };
-    let decision =
-        ctx.retry
-            .after_failure(exec.attempt, exec.max_attempts, now, failed_as, &message);
-    finish.status = decision.status;
-    finish.run_at = decision.run_at;
-    finish.error = Some(decision.error);
-    finish
 }

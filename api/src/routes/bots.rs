@@ -2,9 +2,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::Utc;
 use codex32_shared::Timestamp;
+use codex32_shared::cron::CronSchedule;
 use codex32_shared::domain::bot::BotPatch;
-use codex32_shared::domain::{Bot, BotSpec, BotVersion};
+use codex32_shared::domain::{Bot, BotSpec, BotVersion, Execution, NewExecution};
+use codex32_shared::submit::submit;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -20,6 +25,35 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_bot, list_bots))
         .routes(routes!(get_bot, update_bot, delete_bot))
         .routes(routes!(list_versions))
+        .routes(routes!(pause_bot))
+        .routes(routes!(resume_bot))
+        .routes(routes!(run_now))
+}
+
+/// A bot as served: with its schedule's next fire times.
+#[derive(Serialize, ToSchema)]
+pub struct BotView {
+    #[serde(flatten)]
+    pub bot: Bot,
+    /// The next 5 fire times of its schedule (empty without one, or while paused).
+    pub next_runs: Vec<Timestamp>,
+}
+
+impl From<Bot> for BotView {
+    fn from(bot: Bot) -> Self {
+        let next_runs = match (&bot.spec.schedule, bot.status.as_str()) {
+            (Some(s), "active") => CronSchedule::parse(&s.cron, &s.timezone)
+                .map(|c| {
+                    c.upcoming(Utc::now(), 5)
+                        .into_iter()
+                        .map(Timestamp::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => vec![],
+        };
+        Self { bot, next_runs }
+    }
 }
 
 /// The bot with this id, if the caller may see it; else 404 (existence is not revealed).
@@ -32,13 +66,14 @@ pub async fn visible_bot(state: &AppState, caller: &Caller, id: Uuid) -> Result<
 
 /// Create a bot. Only `name`, `runtime` and `script` are required.
 #[utoipa::path(post, path = "/bots", tag = "bots", security(("bearer" = [])), request_body = BotSpec,
-    responses((status = 201, body = Bot), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = BotView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_bot(
     State(state): State<AppState>,
     caller: Caller,
-    Json(spec): Json<BotSpec>,
-) -> Result<(StatusCode, axum::Json<Bot>), ApiError> {
+    Json(mut spec): Json<BotSpec>,
+) -> Result<(StatusCode, axum::Json<BotView>), ApiError> {
     caller.require_write()?;
+    spec.normalize();
     spec.validate()?;
     let bot = state
         .backends
@@ -53,52 +88,52 @@ async fn create_bot(
         serde_json::json!({ "name": bot.spec.name }),
     )
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(bot)))
+    Ok((StatusCode::CREATED, axum::Json(bot.into())))
 }
 
 /// Bots the caller can see, newest first.
-#[utoipa::path(get, path = "/bots", tag = "bots", security(("bearer" = [])), responses((status = 200, body = Vec<Bot>)))]
+#[utoipa::path(get, path = "/bots", tag = "bots", security(("bearer" = [])), responses((status = 200, body = Vec<BotView>)))]
 async fn list_bots(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<axum::Json<Vec<Bot>>, ApiError> {
-    Ok(axum::Json(
-        state
-            .backends
-            .store
-            .list_bots(caller.owner_filter())
-            .await?,
-    ))
+) -> Result<axum::Json<Vec<BotView>>, ApiError> {
+    let bots = state
+        .backends
+        .store
+        .list_bots(caller.owner_filter())
+        .await?;
+    Ok(axum::Json(bots.into_iter().map(BotView::from).collect()))
 }
 
 /// One bot.
 #[utoipa::path(get, path = "/bots/{id}", tag = "bots", security(("bearer" = [])), params(("id" = Uuid, Path, description = "Bot id")),
-    responses((status = 200, body = Bot), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = BotView), (status = 404, body = ErrorBody)))]
 async fn get_bot(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-) -> Result<axum::Json<Bot>, ApiError> {
-    Ok(axum::Json(visible_bot(&state, &caller, id).await?))
+) -> Result<axum::Json<BotView>, ApiError> {
+    Ok(axum::Json(visible_bot(&state, &caller, id).await?.into()))
 }
 
 /// Change a bot: absent fields keep their value. A real change makes a new version;
 /// executions already created keep running the version they were created with.
 #[utoipa::path(patch, path = "/bots/{id}", tag = "bots", security(("bearer" = [])), params(("id" = Uuid, Path, description = "Bot id")),
     request_body = BotPatch,
-    responses((status = 200, body = Bot), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = BotView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_bot(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
     Json(patch): Json<BotPatch>,
-) -> Result<axum::Json<Bot>, ApiError> {
+) -> Result<axum::Json<BotView>, ApiError> {
     caller.require_write()?;
     let bot = visible_bot(&state, &caller, id).await?;
-    let spec = bot.spec.patched(patch);
+    let mut spec = bot.spec.patched(patch);
+    spec.normalize();
     spec.validate()?;
     if spec == bot.spec {
-        return Ok(axum::Json(bot));
+        return Ok(axum::Json(bot.into()));
     }
     let updated = state
         .backends
@@ -114,7 +149,7 @@ async fn update_bot(
         serde_json::json!({ "version": updated.version }),
     )
     .await?;
-    Ok(axum::Json(updated))
+    Ok(axum::Json(updated.into()))
 }
 
 /// Delete a bot. Its executions stay readable; queued ones still run.
@@ -156,4 +191,70 @@ async fn list_versions(
 ) -> Result<axum::Json<Vec<BotVersion>>, ApiError> {
     visible_bot(&state, &caller, id).await?;
     Ok(axum::Json(state.backends.store.bot_versions(id).await?))
+}
+
+async fn set_status(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    status: &str,
+) -> Result<BotView, ApiError> {
+    caller.require_write()?;
+    visible_bot(state, caller, id).await?;
+    if !state
+        .backends
+        .store
+        .set_bot_status(id, status, Timestamp::now())
+        .await?
+    {
+        return Err(ApiError::not_found("bot"));
+    }
+    audit::record(
+        state,
+        Some(caller.user_id),
+        &format!("bot.{status}"),
+        id,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(visible_bot(state, caller, id).await?.into())
+}
+
+/// Pause a bot's schedule: no fire time creates an execution until it is resumed (fire times
+/// passed meanwhile follow the schedule's `missed` policy). Other triggers still work.
+#[utoipa::path(post, path = "/bots/{id}/pause", tag = "bots", security(("bearer" = [])), params(("id" = Uuid, Path, description = "Bot id")),
+    responses((status = 200, body = BotView), (status = 404, body = ErrorBody)))]
+async fn pause_bot(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<BotView>, ApiError> {
+    Ok(axum::Json(set_status(&state, &caller, id, "paused").await?))
+}
+
+/// Resume a paused bot's schedule.
+#[utoipa::path(post, path = "/bots/{id}/resume", tag = "bots", security(("bearer" = [])), params(("id" = Uuid, Path, description = "Bot id")),
+    responses((status = 200, body = BotView), (status = 404, body = ErrorBody)))]
+async fn resume_bot(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<BotView>, ApiError> {
+    Ok(axum::Json(set_status(&state, &caller, id, "active").await?))
+}
+
+/// Run a bot now, outside its schedule, with a `null` input.
+#[utoipa::path(post, path = "/bots/{id}/run-now", tag = "bots", security(("bearer" = [])), params(("id" = Uuid, Path, description = "Bot id")),
+    responses((status = 202, body = Execution), (status = 404, body = ErrorBody)))]
+async fn run_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, axum::Json<Execution>), ApiError> {
+    caller.require_write()?;
+    let bot = visible_bot(&state, &caller, id).await?;
+    let mut new = NewExecution::of(&bot, serde_json::Value::Null);
+    new.created_by = Some(caller.user_id);
+    let (exec, _) = submit(&state.backends, &new, bot.owner_id, "run now").await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(exec)))
 }

@@ -3,11 +3,10 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use codex32_shared::Timestamp;
-use codex32_shared::bus::Event;
-use codex32_shared::domain::{ExecStatus, Execution, LogLine, NewExecution};
-use codex32_shared::queue::QueueItem;
+use codex32_shared::domain::{ExecStatus, Execution, NewExecution};
 use codex32_shared::store::ExecutionFilter;
-use serde::{Deserialize, Serialize};
+use codex32_shared::submit::{cancel, submit};
+use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -29,8 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_execution))
         .routes(routes!(list_executions))
         .routes(routes!(get_execution))
-        .routes(routes!(get_logs))
         .routes(routes!(cancel_execution))
+        .routes(routes!(replay_execution))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -99,40 +98,23 @@ async fn create_execution(
     caller.require_write()?;
     req.validate(state.max_input_bytes)?;
     let bot = visible_bot(&state, &caller, bot_id).await?;
-    let now = Timestamp::now();
-    let new = NewExecution {
-        id: Uuid::now_v7(),
-        bot_id,
-        bot_version: bot.version,
-        pool: bot.spec.pool.clone(),
-        max_attempts: bot.spec.max_attempts as i32,
-        priority: req.priority,
-        input: req.input,
-        idempotency_key: req.idempotency_key,
-        run_at: req
-            .delay_s
-            .filter(|d| *d > 0)
-            .map(|d| now.plus_millis((d * 1000) as i64)),
-        created_by: Some(caller.user_id),
-    };
-    let (exec, created) = state
-        .backends
-        .store
-        .create_execution(&new, bot.owner_id, now)
-        .await?;
+    let mut new = NewExecution::of(&bot, req.input);
+    new.priority = req.priority;
+    new.idempotency_key = req.idempotency_key;
+    new.run_at = req
+        .delay_s
+        .filter(|d| *d > 0)
+        .map(|d| Timestamp::now().plus_millis((d * 1000) as i64));
+    new.created_by = Some(caller.user_id);
+    let (exec, created) = submit(
+        &state.backends,
+        &new,
+        bot.owner_id,
+        "created through the API",
+    )
+    .await?;
     let mut headers = HeaderMap::new();
-    if created {
-        // Durable already: if the queue is down, the scheduler's reconciler enqueues it later.
-        if let Err(e) = state
-            .backends
-            .queue
-            .enqueue(&[QueueItem::from(&exec)])
-            .await
-        {
-            tracing::warn!(execution_id = %exec.id, error = %e, "Queue unavailable; the reconciler will enqueue this execution.");
-        }
-        let _ = state.backends.bus.publish(&Event::updated(&exec)).await;
-    } else {
+    if !created {
         headers.insert("idempotency-replayed", HeaderValue::from_static("true"));
     }
     Ok((StatusCode::ACCEPTED, headers, axum::Json(exec)))
@@ -142,7 +124,9 @@ async fn create_execution(
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub bot_id: Option<Uuid>,
-    pub status: Option<ExecStatus>,
+    /// A status, or `dead` for the dead letters: executions that failed for good
+    /// (`failed` or `timed_out`).
+    pub status: Option<String>,
     /// At most 500; default 50.
     pub limit: Option<i64>,
     /// Only executions older than this id (the last id of the previous page).
@@ -161,9 +145,20 @@ async fn list_executions(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
     }
+    let (status, any_status) = match p.status.as_deref() {
+        None => (None, vec![]),
+        Some("dead") => (None, Execution::DEAD.to_vec()),
+        Some(other) => {
+            let status = other.parse::<ExecStatus>().map_err(|_| {
+                ApiError::invalid("status", format!("{other:?} is not a status; use queued, running, succeeded, failed, timed_out, cancelled or dead"))
+            })?;
+            (Some(status), vec![])
+        }
+    };
     let filter = ExecutionFilter {
         bot_id: p.bot_id,
-        status: p.status,
+        status,
+        any_status,
         owner_id: caller.owner_filter(),
         before: p.before,
         limit,
@@ -173,7 +168,7 @@ async fn list_executions(
     ))
 }
 
-async fn visible_execution(
+pub(crate) async fn visible_execution(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
@@ -195,44 +190,6 @@ async fn get_execution(
     Ok(axum::Json(visible_execution(&state, &caller, id).await?))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct LogParams {
-    /// Lines after this line id (default: from the start).
-    pub after: Option<i64>,
-    /// At most 5000; default 1000.
-    pub limit: Option<i64>,
-}
-
-/// A page of log lines.
-#[derive(Serialize, ToSchema)]
-pub struct LogPage {
-    pub lines: Vec<LogLine>,
-    /// Pass as `after` to read on; equals the request's `after` when there is nothing new.
-    pub next_after: i64,
-}
-
-/// An execution's output lines (stdout, stderr and codex32's own notes), in order.
-#[utoipa::path(get, path = "/executions/{id}/logs", tag = "executions", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Execution id"), LogParams),
-    responses((status = 200, body = LogPage), (status = 404, body = ErrorBody)))]
-async fn get_logs(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<Uuid>,
-    Query(p): Query<LogParams>,
-) -> Result<axum::Json<LogPage>, ApiError> {
-    visible_execution(&state, &caller, id).await?;
-    let limit = p.limit.unwrap_or(1000);
-    if !(1..=5000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 5000"));
-    }
-    let after = p.after.unwrap_or(0);
-    let lines = state.backends.store.read_logs(id, after, limit).await?;
-    let next_after = lines.last().map_or(after, |l| l.id);
-    Ok(axum::Json(LogPage { lines, next_after }))
-}
-
 /// Cancel an execution: a queued one ends at once; a running one is stopped by its worker
 /// (`cancel_requested` is set until it has). Cancelling a cancelled execution is a no-op.
 #[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions", security(("bearer" = [])),
@@ -245,33 +202,18 @@ async fn cancel_execution(
 ) -> Result<(StatusCode, axum::Json<Execution>), ApiError> {
     caller.require_write()?;
     visible_execution(&state, &caller, id).await?;
-    let exec = state
-        .backends
-        .store
-        .request_cancel(id, Timestamp::now())
+    let why = format!("cancel requested by user {}", caller.user_id);
+    let exec = cancel(&state.backends, id, &why)
         .await?
         .ok_or_else(|| ApiError::not_found("execution"))?;
-    match exec.status {
-        ExecStatus::Cancelled => {
-            let _ = state.backends.queue.remove(&exec.pool, exec.id).await;
-            let _ = state.backends.bus.publish(&Event::updated(&exec)).await;
-        }
-        ExecStatus::Running => {
-            state
-                .backends
-                .bus
-                .publish(&Event::CancelRequested {
-                    execution_id: exec.id,
-                })
-                .await?;
-        }
-        ExecStatus::Queued => {}
-        ExecStatus::Succeeded | ExecStatus::Failed | ExecStatus::TimedOut => {
-            return Err(ApiError::conflict(format!(
-                "the execution already ended ({}); there is nothing to cancel",
-                exec.status
-            )));
-        }
+    if matches!(
+        exec.status,
+        ExecStatus::Succeeded | ExecStatus::Failed | ExecStatus::TimedOut
+    ) {
+        return Err(ApiError::conflict(format!(
+            "the execution already ended ({}); there is nothing to cancel",
+            exec.status
+        )));
     }
     audit::record(
         &state,
@@ -279,6 +221,47 @@ async fn cancel_execution(
         "execution.cancel",
         id,
         serde_json::json!({}),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(exec)))
+}
+
+/// Run a finished execution again: a new execution of the bot's current version with the
+/// same input and priority, linked by `replay_of`. Dead letters are what this is for.
+#[utoipa::path(post, path = "/executions/{id}/replay", tag = "executions", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Execution id")),
+    responses((status = 202, body = Execution), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It has not finished yet")))]
+async fn replay_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, axum::Json<Execution>), ApiError> {
+    caller.require_write()?;
+    let old = visible_execution(&state, &caller, id).await?;
+    if !old.status.is_final() {
+        return Err(ApiError::conflict(format!(
+            "the execution is still {}; replay it once it has ended",
+            old.status
+        )));
+    }
+    let bot = visible_bot(&state, &caller, old.bot_id).await?;
+    let mut new = NewExecution::of(&bot, old.input.clone());
+    new.priority = old.priority;
+    new.replay_of = Some(old.id);
+    new.created_by = Some(caller.user_id);
+    let (exec, _) = submit(
+        &state.backends,
+        &new,
+        bot.owner_id,
+        &format!("replay of {}", old.id),
+    )
+    .await?;
+    audit::record(
+        &state,
+        Some(caller.user_id),
+        "execution.replay",
+        exec.id,
+        serde_json::json!({ "replay_of": old.id }),
     )
     .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(exec)))

@@ -6,6 +6,7 @@ pub mod bots;
 pub mod executions;
 pub mod fleet;
 pub mod health;
+pub mod history;
 pub mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -20,5 +21,6 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(api_keys::router())
         .merge(bots::router())
         .merge(executions::router())
+        .merge(history::router())
         .merge(fleet::router())
 }

@@ -60,13 +60,70 @@ impl Default for Resources {
     }
 }
 
-/// A cron schedule in a time zone.
+/// A cron schedule in a time zone, and what to do when runs overlap or were missed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// 5 fields (minutes), 6 fields (leading seconds) or an alias such as `@hourly`.
     pub cron: String,
+    /// An IANA time zone; fire times follow its daylight-saving changes.
     #[serde(default = "utc")]
     pub timezone: String,
+    /// When the previous scheduled execution has not finished at the next fire time.
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+    /// Fire times missed while no scheduler ran (downtime).
+    #[serde(default)]
+    pub missed: MissedPolicy,
+    /// With `missed: run_all`, the most missed runs made up at once (1–1000).
+    #[serde(default = "default_missed_cap")]
+    pub missed_cap: u32,
+}
+
+fn default_missed_cap() -> u32 {
+    10
+}
+
+/// What a fire time does while an earlier scheduled execution of the bot is still live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Do not start another.
+    #[default]
+    Skip,
+    /// Start another only if none is waiting yet (at most one queued behind the running one).
+    QueueOne,
+    /// Always start another.
+    Allow,
+    /// Cancel the live ones, then start.
+    CancelPrevious,
+}
+
+/// What happens to fire times missed during downtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedPolicy {
+    /// Forget them.
+    Skip,
+    /// Make up for them with one execution.
+    #[default]
+    RunOnce,
+    /// Make up every one, up to `missed_cap`.
+    RunAll,
+}
+
+/// How a bot's failures are retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySpec {
+    /// Overrides the bot's `max_attempts` when given.
+    pub max_attempts: Option<u32>,
+    /// First retry delay in seconds, doubling each attempt (default: the deployment's).
+    pub backoff_base_s: Option<f64>,
+    /// Longest retry delay in seconds (default: the deployment's).
+    pub backoff_max_s: Option<f64>,
+    /// Exit codes that end an execution at once: failures that a retry cannot fix.
+    pub no_retry_exit_codes: Vec<i32>,
 }
 
 fn utc() -> String {
@@ -101,6 +158,12 @@ pub struct BotSpec {
     pub resources: Resources,
     #[serde(default)]
     pub schedule: Option<Schedule>,
+    /// How failures are retried.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// Most executions of this bot running at once (unset: no limit).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
 }
 
 fn default_pool() -> String {
@@ -131,6 +194,11 @@ pub struct BotPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Schedule>)]
     pub schedule: Option<Option<Schedule>>,
+    pub retry: Option<RetrySpec>,
+    /// `null` removes the limit.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub max_concurrency: Option<Option<u32>>,
 }
 
 /// Tells "absent" (keep) from `null` (remove) for a patch field.
@@ -167,6 +235,8 @@ impl BotSpec {
         }
         self.validate_tags()?;
         self.validate_limits()?;
+        self.validate_retry()?;
+        self.validate_schedule()?;
         self.resources.validate()?;
         self.validate_unsupported()
     }
@@ -194,6 +264,60 @@ impl BotSpec {
         Ok(())
     }
 
+    fn validate_retry(&self) -> Result<(), Invalid> {
+        let r = &self.retry;
+        if r.max_attempts.is_some_and(|m| m != self.max_attempts) {
+            return Err(Invalid::new(
+                "retry.max_attempts",
+                "differs from max_attempts: set one of them (or call normalize first)",
+            ));
+        }
+        for (field, value) in [
+            ("retry.backoff_base_s", r.backoff_base_s),
+            ("retry.backoff_max_s", r.backoff_max_s),
+        ] {
+            if value.is_some_and(|v| !(0.0..=86_400.0).contains(&v)) {
+                return Err(Invalid::new(field, "must be between 0 and 86400 seconds"));
+            }
+        }
+        if r.no_retry_exit_codes.iter().any(|c| !(1..=255).contains(c)) {
+            return Err(Invalid::new(
+                "retry.no_retry_exit_codes",
+                "exit codes are 1 to 255",
+            ));
+        }
+        if self
+            .max_concurrency
+            .is_some_and(|m| !(1..=100_000).contains(&m))
+        {
+            return Err(Invalid::new(
+                "max_concurrency",
+                "must be between 1 and 100000",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_schedule(&self) -> Result<(), Invalid> {
+        let Some(schedule) = &self.schedule else {
+            return Ok(());
+        };
+        if !(1..=1000).contains(&schedule.missed_cap) {
+            return Err(Invalid::new(
+                "schedule.missed_cap",
+                "must be between 1 and 1000",
+            ));
+        }
+        crate::cron::CronSchedule::parse(&schedule.cron, &schedule.timezone).map(|_| ())
+    }
+
+    /// `retry.max_attempts`, when given, is the same setting as `max_attempts`.
+    pub fn normalize(&mut self) {
+        if let Some(m) = self.retry.max_attempts.take() {
+            self.max_attempts = m;
+        }
+    }
+
     /// Settings the contract names but this version does not carry out yet: refused rather
     /// than stored and silently ignored.
     fn validate_unsupported(&self) -> Result<(), Invalid> {
@@ -201,12 +325,6 @@ impl BotSpec {
             return Err(Invalid::new(
                 "kind",
                 "service bots are not supported yet in this version; use \"job\"",
-            ));
-        }
-        if self.schedule.is_some() {
-            return Err(Invalid::new(
-                "schedule",
-                "cron schedules are not supported yet in this version; trigger executions through the API",
             ));
         }
         Ok(())
@@ -227,6 +345,8 @@ impl BotSpec {
             max_attempts: patch.max_attempts.unwrap_or(s.max_attempts),
             resources: patch.resources.unwrap_or(s.resources),
             schedule: patch.schedule.unwrap_or(s.schedule),
+            retry: patch.retry.unwrap_or(s.retry),
+            max_concurrency: patch.max_concurrency.unwrap_or(s.max_concurrency),
         }
     }
 }

@@ -90,6 +90,29 @@ pub struct Execution {
     pub usage: Option<ResourceUsage>,
     /// Whether the last attempt ran in the container engine; null until an attempt ends.
     pub sandboxed: Option<bool>,
+    /// The cron fire time it was created for, if a schedule created it.
+    pub scheduled_for: Option<Timestamp>,
+    /// The execution this one replays, if it is a replay.
+    pub replay_of: Option<Uuid>,
+    /// Most executions of its bot running at once (copied from the bot when created).
+    pub max_concurrency: Option<i32>,
+}
+
+impl Execution {
+    /// Dead letters: executions that failed for good (their attempts are spent, or the
+    /// failure was not worth retrying).
+    pub const DEAD: [ExecStatus; 2] = [ExecStatus::Failed, ExecStatus::TimedOut];
+}
+
+/// One entry of an execution's timeline: what happened, when, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct TimelineEvent {
+    pub id: i64,
+    pub execution_id: Uuid,
+    pub at: Timestamp,
+    /// `queued`, `delayed`, `leased`, `waiting`, `lease_expired`, `retry`, `cancel_requested`, `finished`.
+    pub kind: String,
+    pub message: String,
 }
 
 /// What an attempt used, measured by the container engine (absent without a sandbox).
@@ -118,6 +141,9 @@ pub struct NewExecution {
     pub idempotency_key: Option<String>,
     pub run_at: Option<Timestamp>,
     pub created_by: Option<Uuid>,
+    pub scheduled_for: Option<Timestamp>,
+    pub replay_of: Option<Uuid>,
+    pub max_concurrency: Option<i32>,
 }
 
 /// Which output stream a log line came from (`system` for codex32's own notes).

@@ -7,7 +7,9 @@ pub mod user;
 pub mod worker;
 
 pub use bot::{Bot, BotKind, BotSpec, BotVersion, Resources, Runtime, Schedule};
-pub use execution::{ExecStatus, Execution, LogLine, LogStream, NewExecution, ResourceUsage};
+pub use execution::{
+    ExecStatus, Execution, LogLine, LogStream, NewExecution, ResourceUsage, TimelineEvent,
+};
 pub use user::{ApiKey, Role, User};
 pub use worker::WorkerInfo;
 

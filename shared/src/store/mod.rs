@@ -19,7 +19,7 @@ pub use error::StoreError;
 use crate::Timestamp;
 use crate::domain::{
     ApiKey, Bot, BotSpec, BotVersion, ExecStatus, Execution, LogLine, LogStream, NewExecution,
-    ResourceUsage, User, WorkerInfo,
+    ResourceUsage, TimelineEvent, User, WorkerInfo,
 };
 
 /// Users and their API keys.
@@ -75,6 +75,8 @@ pub trait BotStore: Send + Sync {
 pub struct ExecutionFilter {
     pub bot_id: Option<Uuid>,
     pub status: Option<ExecStatus>,
+    /// Any of these statuses (empty: no restriction), e.g. the dead letters.
+    pub any_status: Vec<ExecStatus>,
     pub owner_id: Option<Uuid>,
     /// Only executions older than this one (a page cursor).
     pub before: Option<Uuid>,
@@ -124,7 +126,8 @@ pub trait ExecutionStore: Send + Sync {
         at: Timestamp,
     ) -> Result<Option<Execution>, StoreError>;
     /// Takes the lease of a queued, due execution for `worker_id` until `lease_until`.
-    /// None if it is not queued (already taken, cancelled, finished) or not yet due.
+    /// None if it is not queued (already taken, cancelled, finished), not yet due, or its bot
+    /// already runs `max_concurrency` executions.
     async fn claim_execution(
         &self,
         id: Uuid,
@@ -155,6 +158,78 @@ pub trait ExecutionStore: Send + Sync {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Execution>, StoreError>;
+}
+
+/// Timelines, cron bookkeeping and the scheduler's leader lease.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Appends events to executions' timelines.
+    async fn record_events(&self, events: &[NewEvent]) -> Result<(), StoreError>;
+    /// An execution's timeline, oldest first.
+    async fn timeline(&self, execution_id: Uuid) -> Result<Vec<TimelineEvent>, StoreError>;
+    /// Running executions of a bot.
+    async fn running_count(&self, bot_id: Uuid) -> Result<i64, StoreError>;
+    /// Takes or keeps the lease `name` for `holder` until `until` if it is free, expired
+    /// (before `now`) or already held by `holder`. Returns the fencing token — it grows each
+    /// time the lease changes hands — or None while someone else holds it.
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Live bots that have a schedule.
+    async fn scheduled_bots(&self) -> Result<Vec<Bot>, StoreError>;
+    /// The latest fire time a bot's schedule created an execution for.
+    async fn last_fire(&self, bot_id: Uuid) -> Result<Option<Timestamp>, StoreError>;
+    /// A bot's scheduled executions that are queued or running.
+    async fn live_scheduled(&self, bot_id: Uuid) -> Result<Vec<Execution>, StoreError>;
+    /// Sets a live bot's status (`active`, `paused`); false if no such bot.
+    async fn set_bot_status(
+        &self,
+        bot_id: Uuid,
+        status: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+}
+
+/// One timeline event to record.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub execution_id: Uuid,
+    pub at: Timestamp,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl NewEvent {
+    /// The timeline entry of a written finish: a retry, or the final state and why.
+    pub fn finished(finish: &Finish) -> Self {
+        let (kind, message) = match finish.status {
+            ExecStatus::Queued => ("retry", finish.error.clone().unwrap_or_default()),
+            ExecStatus::Succeeded => ("finished", "succeeded".to_owned()),
+            status => (
+                "finished",
+                format!("{status}: {}", finish.error.as_deref().unwrap_or("")),
+            ),
+        };
+        Self {
+            execution_id: finish.id,
+            at: finish.at,
+            kind,
+            message,
+        }
+    }
+
+    pub fn now(execution_id: Uuid, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            execution_id,
+            at: Timestamp::now(),
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// One line to append to an execution's log.
@@ -204,8 +279,11 @@ pub trait OpsStore: Send + Sync {
 }
 
 /// The whole store.
-pub trait Store: UserStore + BotStore + ExecutionStore + LogStore + OpsStore {}
-impl<T: UserStore + BotStore + ExecutionStore + LogStore + OpsStore> Store for T {}
+pub trait Store:
+    UserStore + BotStore + ExecutionStore + LogStore + OpsStore + ScheduleStore
+{
+}
+impl<T: UserStore + BotStore + ExecutionStore + LogStore + OpsStore + ScheduleStore> Store for T {}
 
 /// Opens the store named by `url` (`postgres://…` or `sqlite://…`).
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {

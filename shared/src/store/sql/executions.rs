@@ -14,7 +14,7 @@ macro_rules! columns {
     () => {
         "id, bot_id, bot_version, owner_id, pool, status, attempt, max_attempts, priority, input, output, \
     error, exit_code, worker_id, idempotency_key, cancel_requested, run_at, lease_expires_at, queued_at, \
-    started_at, finished_at, duration_ms, created_by, usage, sandboxed"
+    started_at, finished_at, duration_ms, created_by, usage, sandboxed, scheduled_for, replay_of, max_concurrency"
     };
 }
 
@@ -59,14 +59,33 @@ const CANCEL: &str = concat!(
     columns!()
 );
 
+/// A claim: a queued, due execution becomes running — unless its bot's `max_concurrency`
+/// executions are running already.
+const CLAIM: &str = concat!(
+    "UPDATE executions SET status = 'running', worker_id = $2, started_at = $3, lease_expires_at = $4
+     WHERE id = $1 AND status = 'queued' AND (run_at IS NULL OR run_at <= $3)
+       AND (max_concurrency IS NULL OR max_concurrency >
+            (SELECT count(*) FROM executions r WHERE r.bot_id = executions.bot_id AND r.status = 'running'))
+     RETURNING ",
+    columns!()
+);
+
+/// PostgreSQL counts running executions per statement snapshot: claims of a bot with a
+/// concurrency limit first lock the bot's row, so they count one after another. (SQLite
+/// runs one writer at a time: no lock needed.)
+const PG_BOT_LOCK: Option<&str> = Some(
+    "SELECT 1 FROM bots WHERE id = (SELECT bot_id FROM executions WHERE id = $1 AND max_concurrency IS NOT NULL) FOR UPDATE",
+);
+
 macro_rules! execution_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $bot_lock:expr) => {
         #[async_trait]
         impl ExecutionStore for $store {
             async fn create_execution(&self, new: &NewExecution, owner_id: Uuid, at: Timestamp) -> Result<(Execution, bool), StoreError> {
                 let sql = concat!("INSERT INTO executions (id, bot_id, bot_version, owner_id, pool, status, attempt, max_attempts,
-                       priority, input, idempotency_key, cancel_requested, run_at, queued_at, created_by)
-                     VALUES ($1, $2, $3, $4, $5, 'queued', 1, $6, $7, $8, $9, FALSE, $10, $11, $12)
+                       priority, input, idempotency_key, cancel_requested, run_at, queued_at, created_by,
+                       scheduled_for, replay_of, max_concurrency)
+                     VALUES ($1, $2, $3, $4, $5, 'queued', 1, $6, $7, $8, $9, FALSE, $10, $11, $12, $13, $14, $15)
                      ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ", columns!());
                 let created: Option<Execution> = sqlx::query_as(sql)
                     .bind(new.id)
@@ -81,6 +100,9 @@ macro_rules! execution_store {
                     .bind(new.run_at)
                     .bind(at)
                     .bind(new.created_by)
+                    .bind(new.scheduled_for)
+                    .bind(new.replay_of)
+                    .bind(new.max_concurrency)
                     .fetch_optional(&self.pool)
                     .await?;
                 if let Some(execution) = created {
@@ -108,6 +130,14 @@ macro_rules! execution_store {
                 if let Some(status) = filter.status {
                     q.push(" AND status = ").push_bind(status);
                 }
+                if !filter.any_status.is_empty() {
+                    q.push(" AND status IN (");
+                    let mut list = q.separated(", ");
+                    for status in &filter.any_status {
+                        list.push_bind(*status);
+                    }
+                    q.push(")");
+                }
                 if let Some(owner) = filter.owner_id {
                     q.push(" AND owner_id = ").push_bind(owner);
                 }
@@ -126,15 +156,19 @@ macro_rules! execution_store {
             }
 
             async fn claim_execution(&self, id: Uuid, worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<Execution>, StoreError> {
-                let sql = concat!("UPDATE executions SET status = 'running', worker_id = $2, started_at = $3, lease_expires_at = $4
-                     WHERE id = $1 AND status = 'queued' AND (run_at IS NULL OR run_at <= $3) RETURNING ", columns!());
-                Ok(sqlx::query_as(sql)
+                let mut tx = self.pool.begin().await?;
+                if let Some(lock) = $bot_lock {
+                    sqlx::query(lock).bind(id).execute(&mut *tx).await?;
+                }
+                let claimed = sqlx::query_as(CLAIM)
                     .bind(id)
                     .bind(worker_id)
                     .bind(now)
                     .bind(lease_until)
-                    .fetch_optional(&self.pool)
-                    .await?)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(claimed)
             }
 
             async fn renew_lease(&self, id: Uuid, attempt: i32, worker_id: &str, until: Timestamp) -> Result<Option<bool>, StoreError> {
@@ -190,5 +224,5 @@ macro_rules! execution_store {
     };
 }
 
-execution_store!(PgStore, sqlx::Postgres);
-execution_store!(SqliteStore, sqlx::Sqlite);
+execution_store!(PgStore, sqlx::Postgres, PG_BOT_LOCK);
+execution_store!(SqliteStore, sqlx::Sqlite, None::<&str>);

@@ -6,6 +6,7 @@ mod bots;
 mod executions;
 mod logs;
 mod ops;
+mod schedule;
 mod users;
 
 use std::path::Path;

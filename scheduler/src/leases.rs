@@ -1,0 +1,106 @@
+//! The lease reaper: executions whose worker stopped renewing its lease (it died, hung or
+//! lost its connection) are retried with the bot's backoff while attempts remain, and fail
+//! for good (or end cancelled, if a cancel was pending) otherwise. Each step is a fenced
+//! write, so any number of schedulers may reap at once.
+
+use codex32_shared::Backends;
+use codex32_shared::Timestamp;
+use codex32_shared::bus::Event;
+use codex32_shared::domain::{ExecStatus, Execution};
+use codex32_shared::queue::QueueItem;
+use codex32_shared::retry::RetryPolicy;
+use codex32_shared::store::{Finish, NewEvent};
+
+use crate::PAGE;
+
+/// Ends the leases that expired before `now`: each execution is retried with backoff while
+/// attempts remain, else fails for good (or is cancelled, if a cancel was pending).
+pub async fn reap_leases(
+    backends: &Backends,
+    retry: &RetryPolicy,
+    now: Timestamp,
+) -> anyhow::Result<usize> {
+    let _ = backends.queue.reap_expired().await?;
+    let expired = backends.store.expired_leases(now, PAGE).await?;
+    let mut reaped = 0;
+    for exec in expired {
+        // The bot's own backoff, if its version can be read; the deployment's otherwise.
+        let policy = match backends
+            .store
+            .bot_version(exec.bot_id, exec.bot_version)
+            .await
+        {
+            Ok(Some(v)) => retry.for_bot(&v.spec),
+            _ => *retry,
+        };
+        let finish = reap_decision(&exec, &policy, now);
+        if !backends.store.finish_execution(&finish).await? {
+            continue; // Renewed or finished meanwhile.
+        }
+        reaped += 1;
+        tracing::warn!(execution_id = %exec.id, attempt = exec.attempt, worker_id = ?exec.worker_id, status = %finish.status, "Lease expired.");
+        let retried = finish.status == ExecStatus::Queued;
+        // The dead worker's queue entry must not shadow the new attempt's.
+        backends.queue.remove(&exec.pool, exec.id).await?;
+        if retried {
+            let item = QueueItem {
+                id: exec.id,
+                pool: exec.pool.clone(),
+                priority: exec.priority,
+                run_at: finish.run_at,
+            };
+            backends.queue.enqueue(&[item]).await?;
+        }
+        let worker = exec.worker_id.as_deref().unwrap_or("unknown");
+        let expired = NewEvent {
+            execution_id: exec.id,
+            at: now,
+            kind: "lease_expired",
+            message: format!("lease expired: worker {worker} stopped renewing it"),
+        };
+        backends
+            .store
+            .record_events(&[expired, NewEvent::finished(&finish)])
+            .await?;
+        let event = Event::finished(&exec, &finish);
+        let _ = backends.bus.publish(&event).await;
+    }
+    Ok(reaped)
+}
+
+fn reap_decision(exec: &Execution, retry: &RetryPolicy, now: Timestamp) -> Finish {
+    let worker = exec.worker_id.as_deref().unwrap_or("unknown");
+    let mut finish = Finish {
+        id: exec.id,
+        attempt: exec.attempt,
+        worker_id: None,
+        status: ExecStatus::Failed,
+        output: None,
+        error: None,
+        exit_code: None,
+        at: now,
+        duration_ms: None,
+        run_at: None,
+        usage: None,
+        sandboxed: None,
+    };
+    if exec.cancel_requested {
+        finish.status = ExecStatus::Cancelled;
+        finish.error = Some(format!(
+            "cancelled; worker {worker} stopped renewing its lease"
+        ));
+    } else {
+        let message = format!("lease expired: worker {worker} stopped renewing it");
+        let decision = retry.after_failure(
+            exec.attempt,
+            exec.max_attempts,
+            now,
+            ExecStatus::Failed,
+            &message,
+        );
+        finish.status = decision.status;
+        finish.run_at = decision.run_at;
+        finish.error = Some(decision.error);
+    }
+    finish
+}

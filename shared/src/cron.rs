@@ -1,1 +1,0 @@
-//! Cron schedules: parsing, time zones, DST, and which fire times are due. (Being written.)

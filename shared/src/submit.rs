@@ -1,0 +1,111 @@
+//! Submitting an execution, the same way for every trigger (API, replay, run-now, cron):
+//! durable in the store first (design §3.1), then its first timeline entry, then offered to
+//! the queue and announced on the bus. A queue that is down only delays it: the scheduler's
+//! reconciler enqueues every queued execution the queue is missing.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::Backends;
+use crate::Timestamp;
+use crate::bus::Event;
+use crate::domain::{Bot, ExecStatus, Execution, NewExecution};
+use crate::queue::QueueItem;
+use crate::store::{NewEvent, StoreError};
+
+impl NewExecution {
+    /// An execution of the bot's current version with the bot's settings; callers set the
+    /// rest (priority, delay, idempotency key, provenance).
+    pub fn of(bot: &Bot, input: Value) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            bot_id: bot.id,
+            bot_version: bot.version,
+            pool: bot.spec.pool.clone(),
+            max_attempts: bot.spec.max_attempts as i32,
+            priority: 0,
+            input,
+            idempotency_key: None,
+            run_at: None,
+            created_by: None,
+            scheduled_for: None,
+            replay_of: None,
+            max_concurrency: bot
+                .spec
+                .max_concurrency
+                .map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
+        }
+    }
+}
+
+/// Creates the execution and puts it on its way. Returns it and whether it is new (false: an
+/// idempotency key matched an earlier one, which is returned and left alone).
+pub async fn submit(
+    backends: &Backends,
+    new: &NewExecution,
+    owner_id: Uuid,
+    why: &str,
+) -> Result<(Execution, bool), StoreError> {
+    let now = Timestamp::now();
+    let (exec, created) = backends.store.create_execution(new, owner_id, now).await?;
+    if !created {
+        return Ok((exec, false));
+    }
+    let event = match exec.run_at.filter(|at| *at > now) {
+        Some(at) => NewEvent {
+            execution_id: exec.id,
+            at: now,
+            kind: "delayed",
+            message: format!("{why}; delayed until {}", at.0.to_rfc3339()),
+        },
+        None => NewEvent {
+            execution_id: exec.id,
+            at: now,
+            kind: "queued",
+            message: format!("{why}; queued in pool {}", exec.pool),
+        },
+    };
+    if let Err(e) = backends.store.record_events(&[event]).await {
+        tracing::warn!(execution_id = %exec.id, error = %e, "Cannot record the queued event.");
+    }
+    if let Err(e) = backends.queue.enqueue(&[QueueItem::from(&exec)]).await {
+        tracing::warn!(execution_id = %exec.id, error = %e, "Queue unavailable; the reconciler will enqueue this execution.");
+    }
+    let _ = backends.bus.publish(&Event::updated(&exec)).await;
+    Ok((exec, true))
+}
+
+/// Cancels an execution for whatever reason (a user, a schedule's `cancel_previous`): a queued
+/// one ends at once and leaves the queue; a running one is flagged and its worker told to stop
+/// it. Returns the execution as it now is (None if unknown).
+pub async fn cancel(
+    backends: &Backends,
+    id: Uuid,
+    why: &str,
+) -> Result<Option<Execution>, StoreError> {
+    let Some(exec) = backends.store.request_cancel(id, Timestamp::now()).await? else {
+        return Ok(None);
+    };
+    match exec.status {
+        ExecStatus::Cancelled => {
+            let _ = backends.queue.remove(&exec.pool, exec.id).await;
+            let _ = backends.bus.publish(&Event::updated(&exec)).await;
+        }
+        ExecStatus::Running => {
+            let _ = backends
+                .bus
+                .publish(&Event::CancelRequested {
+                    execution_id: exec.id,
+                })
+                .await;
+        }
+        ExecStatus::Queued | ExecStatus::Succeeded | ExecStatus::Failed | ExecStatus::TimedOut => {
+            return Ok(Some(exec));
+        }
+    }
+    backends
+        .store
+        .record_events(&[NewEvent::now(exec.id, "cancel_requested", why)])
+        .await?;
+    Ok(Some(exec))
+}
