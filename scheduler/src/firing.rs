@@ -153,6 +153,10 @@ async fn fire(
         }
     }
     let mut new = NewExecution::of(bot, serde_json::json!({ "scheduled_for": at }));
+    if schedule.overlap == OverlapPolicy::QueueOne {
+        // The one that waits must wait for the running one: scheduled runs go one at a time.
+        new.max_concurrency = Some(1);
+    }
     new.scheduled_for = Some(at.into());
     new.idempotency_key = Some(format!("schedule:{}", at.timestamp_millis()));
     let why = format!(

@@ -9,7 +9,7 @@ use codex32_shared::bus::Event;
 use codex32_shared::domain::{ExecStatus, Execution};
 use codex32_shared::queue::QueueItem;
 use codex32_shared::retry::RetryPolicy;
-use codex32_shared::store::{Finish, NewEvent};
+use codex32_shared::store::Finish;
 
 use crate::PAGE;
 
@@ -51,17 +51,6 @@ pub async fn reap_leases(
             };
             backends.queue.enqueue(&[item]).await?;
         }
-        let worker = exec.worker_id.as_deref().unwrap_or("unknown");
-        let expired = NewEvent {
-            execution_id: exec.id,
-            at: now,
-            kind: "lease_expired",
-            message: format!("lease expired: worker {worker} stopped renewing it"),
-        };
-        backends
-            .store
-            .record_events(&[expired, NewEvent::finished(&finish)])
-            .await?;
         let event = Event::finished(&exec, &finish);
         let _ = backends.bus.publish(&event).await;
     }

@@ -60,7 +60,8 @@ impl RetryPolicy {
                 status: ExecStatus::Queued,
                 run_at: Some(now.plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))),
                 error: format!(
-                    "{message} (attempt {attempt} of {max_attempts}); retrying in {:.1} s",
+                    "{message}; retry {} of {max_attempts} in {:.1} s",
+                    attempt + 1,
                     delay.as_secs_f64()
                 ),
             }
@@ -116,7 +117,7 @@ mod tests {
         let retry = p.after_failure(1, 3, now, ExecStatus::TimedOut, "timed out");
         assert_eq!(retry.status, ExecStatus::Queued);
         assert!(
-            retry.run_at.unwrap() > now && retry.error.contains("attempt 1 of 3"),
+            retry.run_at.unwrap() > now && retry.error.contains("retry 2 of 3 in"),
             "{retry:?}"
         );
         let last = p.after_failure(3, 3, now, ExecStatus::TimedOut, "timed out");

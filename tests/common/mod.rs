@@ -281,6 +281,8 @@ pub struct Cluster {
     pub client: Client,
     pub api: Proc,
     pub scheduler: Proc,
+    /// Schedulers added after the first.
+    pub more_schedulers: Vec<Proc>,
     pub workers: Vec<Proc>,
     pub redis: TestRedis,
     pub schema: TestSchema,
@@ -309,6 +311,7 @@ impl Cluster {
             client: Client::login(&url).await,
             api,
             scheduler,
+            more_schedulers: vec![],
             workers: vec![],
             redis,
             schema,
@@ -329,6 +332,17 @@ impl Cluster {
         let (proc, _) = start(&format!("worker-{n}"), &["worker"], &env, self.dir.path());
         self.workers.push(proc);
         n
+    }
+
+    pub fn add_scheduler(&mut self) {
+        let n = self.more_schedulers.len() + 1;
+        let (proc, _) = start(
+            &format!("scheduler-{n}"),
+            &["scheduler"],
+            &self.env,
+            self.dir.path(),
+        );
+        self.more_schedulers.push(proc);
     }
 
     /// A direct connection to the test's schema, to check what is stored.

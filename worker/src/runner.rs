@@ -351,7 +351,7 @@ async fn conclude(
         stopped,
     );
     match ctx.backends.store.finish_execution(&finish).await {
-        Ok(true) => ctx.record(NewEvent::finished(&finish)).await,
+        Ok(true) => {}
         Ok(false) => {
             tracing::warn!(execution_id = %exec.id, attempt = exec.attempt, "Result discarded: the lease moved on.")
         }

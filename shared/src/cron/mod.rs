@@ -186,19 +186,19 @@ fn invalid_cron(what: String) -> Invalid {
 pub enum MissedRuns {
     /// Drop missed fire times; only on-time ones run.
     Skip,
-    /// One catch-up run for all the missed fire times, at the latest of them, unless an
-    /// on-time run happens on the same tick (it stands for the missed ones).
+    /// One catch-up run for all the missed fire times, at the latest of them, besides any
+    /// on-time run: a scheduler that was down owes the missed work one run.
     RunOnce,
     /// Run the newest `cap` missed fire times, oldest first, before the on-time ones.
     RunAll { cap: usize },
 }
 
 impl MissedRuns {
-    /// How many missed fire times to run, given whether any fire time is on time.
-    fn catch_up_runs(self, any_on_time: bool) -> usize {
+    /// How many missed fire times to run.
+    fn catch_up_runs(self) -> usize {
         match self {
             MissedRuns::Skip => 0,
-            MissedRuns::RunOnce => usize::from(!any_on_time),
+            MissedRuns::RunOnce => 1,
             MissedRuns::RunAll { cap } => cap.min(MAX_DUE_PER_TICK),
         }
     }
@@ -211,8 +211,7 @@ impl MissedRuns {
 /// `now` (`now - grace <= t`) is **on time** and is returned under every policy; an
 /// on-time tick of an every-second schedule with a 2 s grace returns its one new time (or
 /// two, if the tick came late). Older ones are **missed** and handled by `missed`:
-/// [`MissedRuns::Skip`] returns none of them, [`MissedRuns::RunOnce`] the latest one but
-/// only if nothing is on time, [`MissedRuns::RunAll`] the newest `cap` of them (`cap`
+/// [`MissedRuns::Skip`] returns none of them, [`MissedRuns::RunOnce`] the latest one, [`MissedRuns::RunAll`] the newest `cap` of them (`cap`
 /// bounds the catch-up runs, not the on-time ones).
 ///
 /// Never returns a time `<= from` or `> now`. The caller records the newest returned time
@@ -235,7 +234,7 @@ pub fn due_fire_times(
     let mut due: Vec<_> = std::iter::from_fn(|| window.next_if(|t| *t >= on_time_since))
         .take(MAX_DUE_PER_TICK)
         .collect();
-    let catch_up = missed.catch_up_runs(!due.is_empty());
+    let catch_up = missed.catch_up_runs();
     due.extend(window.take(catch_up));
     due.reverse();
     due

@@ -157,9 +157,12 @@ fn after_a_long_downtime_run_once_runs_one_catch_up_at_the_latest_missed_time() 
     let last = utc(2026, 1, 1, 0, 0, 0);
     let due = due_after(&s, last, utc(2026, 1, 5, 12, 30, 0), MissedRuns::RunOnce);
     assert_eq!(due, vec![utc(2026, 1, 5, 12, 0, 0)]);
-    // An on-time run stands for the missed ones: still one run, not two.
+    // With an on-time run on the same tick, the catch-up comes first, then the on-time one.
     let due = due_after(&s, last, utc(2026, 1, 5, 13, 0, 1), MissedRuns::RunOnce);
-    assert_eq!(due, vec![utc(2026, 1, 5, 13, 0, 0)]);
+    assert_eq!(
+        due,
+        vec![utc(2026, 1, 5, 12, 0, 0), utc(2026, 1, 5, 13, 0, 0)]
+    );
 }
 
 #[test]
@@ -185,7 +188,7 @@ fn an_every_second_schedule_after_30_s_of_downtime_follows_each_policy() {
     let due = |policy| due_after(&s, utc(2026, 1, 5, 12, 0, 0), now, policy);
     // 12:00:29 and 12:00:30 are within the 2 s grace of 12:00:30.4: on time.
     assert_eq!(due(MissedRuns::Skip), seconds(29, 30));
-    assert_eq!(due(MissedRuns::RunOnce), seconds(29, 30));
+    assert_eq!(due(MissedRuns::RunOnce), seconds(28, 30));
     assert_eq!(due(MissedRuns::RunAll { cap: 5 }), seconds(24, 30));
     assert_eq!(due(MissedRuns::RunAll { cap: 1000 }), seconds(1, 30));
 }

@@ -144,7 +144,8 @@ pub trait ExecutionStore: Send + Sync {
         worker_id: &str,
         until: Timestamp,
     ) -> Result<Option<bool>, StoreError>;
-    /// Writes an attempt's end if the lease still matches; false means it did not (stale).
+    /// Writes an attempt's end, with its timeline entry, if the lease still matches; false
+    /// means it did not (stale) and nothing was written.
     async fn finish_execution(&self, finish: &Finish) -> Result<bool, StoreError>;
     /// Running executions whose lease ended before `now`, oldest first.
     async fn expired_leases(
@@ -204,9 +205,13 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// The timeline entry of a written finish: a retry, or the final state and why.
+    /// The timeline entry of a written finish: a retry, or the final state and why; the
+    /// lease reaper's (no worker) is a `lease_expired`.
     pub fn finished(finish: &Finish) -> Self {
         let (kind, message) = match finish.status {
+            _ if finish.worker_id.is_none() => {
+                ("lease_expired", finish.error.clone().unwrap_or_default())
+            }
             ExecStatus::Queued => ("retry", finish.error.clone().unwrap_or_default()),
             ExecStatus::Succeeded => ("finished", "succeeded".to_owned()),
             status => (

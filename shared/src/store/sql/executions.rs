@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{PgStore, SqliteStore};
 use crate::Timestamp;
 use crate::domain::{ExecStatus, Execution, NewExecution};
-use crate::store::{ExecutionFilter, ExecutionStore, Finish, StoreError};
+use crate::store::{ExecutionFilter, ExecutionStore, Finish, NewEvent, StoreError};
 
 macro_rules! columns {
     () => {
@@ -188,6 +188,7 @@ macro_rules! execution_store {
 
             async fn finish_execution(&self, f: &Finish) -> Result<bool, StoreError> {
                 let sql = if f.status == ExecStatus::Queued { FINISH_RETRY } else { FINISH_FINAL };
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(sql)
                     .bind(f.id)
                     .bind(f.attempt)
@@ -201,9 +202,22 @@ macro_rules! execution_store {
                     .bind(f.run_at)
                     .bind(f.usage.as_ref().map(sqlx::types::Json))
                     .bind(f.sandboxed)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                // The result and its timeline entry are written together or not at all.
+                let event = NewEvent::finished(f);
+                sqlx::query("INSERT INTO execution_events (execution_id, at, kind, message) VALUES ($1, $2, $3, $4)")
+                    .bind(event.execution_id)
+                    .bind(event.at)
+                    .bind(event.kind)
+                    .bind(&event.message)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn expired_leases(&self, now: Timestamp, limit: i64) -> Result<Vec<Execution>, StoreError> {
