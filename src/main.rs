@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "codex32",
     version,
-    about = "Run bash and python bots on demand, on a schedule or as services, on a fleet of workers."
+    about = "Run bash and python bots on demand or on cron schedules, isolated, on a fleet of workers."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -295,6 +295,40 @@ async fn bad_input_gets_a_4xx_that_says_what_is_wrong_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(raw.status(), 400);
+    let (_, typo) = c
+        .post(
+            "/bots",
+            json!({"name": "x", "runtme": "bash", "script": "x"}),
+        )
+        .await;
+    assert_eq!(typo["error"]["details"]["field"], "runtme", "{typo}");
+    assert!(
+        !typo["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1"),
+        "{typo}"
+    );
+    let (_, missing) = c
+        .post("/bots", json!({"runtime": "bash", "script": "x"}))
+        .await;
+    assert_eq!(missing["error"]["details"]["field"], "name", "{missing}");
+    let wrong_method = c
+        .http
+        .get(format!(
+            "{}/api/v1/executions/{}/cancel",
+            c.base,
+            uuid_nil()
+        ))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(
+        wrong_method.json::<Value>().await.unwrap()["error"]["code"],
+        "method_not_allowed"
+    );
     let anonymous = c
         .http
         .get(format!("{}/api/v1/bots", c.base))
@@ -483,4 +517,8 @@ async fn a_restart_keeps_bots_and_executions_and_runs_what_was_queued_or_running
         assert_eq!(e["status"], "succeeded", "{e}");
         assert_eq!(e["output"], json!({"done": true}));
     }
+}
+
+fn uuid_nil() -> &'static str {
+    "00000000-0000-0000-0000-000000000000"
 }

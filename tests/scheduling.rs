@@ -166,6 +166,8 @@ async fn with_max_concurrency_2_never_more_than_2_run_and_the_waiting_ones_say_w
     assert!(waited > 0, "some executions waited for a slot and said so");
 }
 
+type Time = chrono::DateTime<chrono::Utc>;
+
 fn ts(v: &Value) -> chrono::DateTime<chrono::Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -220,7 +222,7 @@ async fn an_every_second_schedule_fires_once_a_second_with_two_schedulers_and_su
             .fetch_one(&db)
             .await
             .unwrap();
-    let leader_pid: i32 = holder.rsplitn(3, '-').nth(1).unwrap().parse().unwrap();
+    let leader_pid: i32 = holder.rsplit('-').nth(1).unwrap().parse().unwrap();
     let killed = chrono::Utc::now().timestamp();
     if cluster.scheduler.pid() == leader_pid {
         cluster.scheduler.signal(Signal::SIGKILL);
@@ -273,7 +275,7 @@ async fn overlap_policies_behave_as_named_with_a_bot_slower_than_its_schedule() 
             .await;
     }
     for (policy, bot) in &bots {
-        let rows: Vec<(String, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>)> =
+        let rows: Vec<(String, Option<Time>, Option<Time>)> =
             sqlx::query_as("SELECT status, started_at, finished_at FROM executions WHERE bot_id = $1::uuid ORDER BY scheduled_for")
                 .bind(bot)
                 .fetch_all(&db)

@@ -106,8 +106,16 @@ impl TokenKeys {
     pub fn verify(&self, token: &str, typ: &str) -> Result<(Uuid, Role), ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::unauthorized(
+                    "the token has expired: refresh it (POST /api/v1/auth/refresh) or log in again",
+                ),
+                _ => ApiError::unauthorized(
+                    "invalid token: log in again (POST /api/v1/auth/login), or send an API key",
+                ),
+            },
+        )?;
         if data.claims.typ != typ {
             return Err(ApiError::unauthorized(format!(
                 "a {} token cannot be used here",

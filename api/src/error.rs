@@ -148,8 +148,43 @@ impl From<BusError> for ApiError {
     }
 }
 
+/// What serde said about a body, without axum's preamble and the line/column noise, and the
+/// field it concerns when it names one.
+fn body_problem(text: &str) -> (String, Option<String>) {
+    let text = text
+        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+        .unwrap_or(text);
+    let text = match text.rfind(" at line ") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    let field = match text.split_once(": ") {
+        Some((path, _)) if !path.contains(' ') && path != "." => Some(path.to_owned()),
+        _ => text
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned),
+    };
+    (text.to_owned(), field)
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        if let JsonRejection::JsonDataError(e) = &r {
+            let (message, field) = body_problem(&e.body_text());
+            let error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message);
+            return match field {
+                Some(field) => error.with_details(serde_json::json!({ "field": field })),
+                None => error,
+            };
+        }
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                r.status(),
+                "body_too_large",
+                "the request body is larger than the 4 MiB limit",
+            );
+        }
         let code = match &r {
             JsonRejection::JsonDataError(_) => "invalid_body",
             JsonRejection::JsonSyntaxError(_) => "malformed_json",
@@ -158,6 +193,12 @@ impl From<JsonRejection> for ApiError {
             _ => "bad_request",
         };
         ApiError::new(r.status(), code, r.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::MissingJsonContentType> for ApiError {
+    fn from(r: axum::extract::rejection::MissingJsonContentType) -> Self {
+        JsonRejection::from(r).into()
     }
 }
 

@@ -77,6 +77,13 @@ pub fn app(state: AppState) -> Router {
     let (router, doc) = openapi::router().split_for_parts();
     openapi::publish(doc);
     router
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take this method; see /api/v1/openapi.json",
+            )
+        })
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -19,7 +19,7 @@ static DOCUMENT: OnceLock<String> = OnceLock::new();
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "codex32", description = "Run bash and python bots on demand, on a schedule or as services, on a fleet of workers. \
+    info(title = "codex32", description = "Run bash and python bots on demand or on cron schedules, isolated, on a fleet of workers. \
         Authenticate with `POST /api/v1/auth/login`, then send `Authorization: Bearer <access token or API key>`."),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "users"), (name = "api-keys"), (name = "bots"), (name = "executions"), (name = "fleet"), (name = "health"), (name = "docs"))
@@ -68,9 +68,9 @@ async fn openapi_json() -> impl IntoResponse {
 /// A browsable reference of this API.
 #[utoipa::path(get, path = "/docs", tag = "docs", responses((status = 200, description = "HTML page", content_type = "text/html")))]
 async fn reference() -> Html<String> {
-    let doc: utoipa::openapi::OpenApi = DOCUMENT
+    let doc: serde_json::Value = DOCUMENT
         .get()
         .and_then(|d| serde_json::from_str(d).ok())
-        .unwrap_or_else(ApiDoc::openapi);
-    Html(Scalar::new(doc).to_html())
+        .unwrap_or_default();
+    Html(Scalar::new(doc).title("codex32 API").to_html())
 }

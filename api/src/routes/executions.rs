@@ -32,7 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(replay_execution))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// Any JSON; the bot reads it from stdin and from the file named by `CODEX32_INPUT`.
@@ -86,15 +86,16 @@ impl RunRequest {
 
 /// Start an execution of a bot's current version. The 202 means it is durably queued.
 #[utoipa::path(post, path = "/bots/{id}/executions", tag = "executions", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Bot id")), request_body = RunRequest,
+    params(("id" = Uuid, Path, description = "Bot id")), request_body(content = Option<RunRequest>, description = "Optional: an empty body runs it with a null input"),
     responses((status = 202, body = Execution, description = "Queued (or, with a repeated idempotency key, the first execution; header `Idempotency-Replayed: true`)"),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_execution(
     State(state): State<AppState>,
     caller: Caller,
     Path(bot_id): Path<Uuid>,
-    Json(req): Json<RunRequest>,
+    body: Option<Json<RunRequest>>,
 ) -> Result<(StatusCode, HeaderMap, axum::Json<Execution>), ApiError> {
+    let req = body.map(|Json(r)| r).unwrap_or_default();
     caller.require_write()?;
     req.validate(state.max_input_bytes)?;
     let bot = visible_bot(&state, &caller, bot_id).await?;
