@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use codex32_shared::testing::eventually;
 use common::{Client, Cluster};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -299,4 +300,120 @@ async fn overlap_policies_behave_as_named_with_a_bot_slower_than_its_schedule() 
             ),
         }
     }
+}
+
+#[tokio::test]
+async fn an_execution_for_a_pool_without_workers_says_why_it_waits_and_runs_on_a_worker_of_that_pool()
+ {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let c = cluster.client.clone();
+    let gpu = c
+        .bot(json!({"name": "needs-gpu", "runtime": "bash", "script": "true", "pool": "gpu"}))
+        .await;
+    let plain = c
+        .bot(json!({"name": "plain", "runtime": "bash", "script": "true"}))
+        .await;
+    let waiting = c.run(&gpu, json!({})).await;
+    let reason = eventually(LONG, "the waiting reason", || {
+        let (c, id) = (c.clone(), waiting.clone());
+        async move {
+            timeline(&c, &id)
+                .await
+                .into_iter()
+                .find(|(k, _)| k == "waiting")
+                .map(|(_, m)| m)
+        }
+    })
+    .await;
+    assert_eq!(reason, "waiting: no worker in pool gpu");
+    assert_eq!(
+        c.get(&format!("/executions/{waiting}")).await["status"],
+        "queued"
+    );
+
+    cluster.add_worker(&[("CODEX32_POOLS", "gpu")]);
+    let e = c.finished(&waiting, LONG).await;
+    assert_eq!(
+        (e["status"].clone(), e["worker_id"].clone()),
+        (json!("succeeded"), json!("w1")),
+        "{e}"
+    );
+    for _ in 0..3 {
+        let (g, p) = (c.run(&gpu, json!({})).await, c.run(&plain, json!({})).await);
+        assert_eq!(
+            c.finished(&g, LONG).await["worker_id"],
+            "w1",
+            "gpu work only on the gpu worker"
+        );
+        assert_eq!(
+            c.finished(&p, LONG).await["worker_id"],
+            "w0",
+            "default work only on the default worker"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pool_limit_caps_running_executions_across_workers_and_bots() {
+    let cluster = Cluster::start(2, &[("CODEX32_CONCURRENCY", "6")]).await;
+    let c = &cluster.client;
+    let (status, pool) = c
+        .call(
+            reqwest::Method::PUT,
+            "/pools/default",
+            Some(json!({"max_concurrency": 3})),
+        )
+        .await;
+    assert_eq!(
+        (status, pool["max_concurrency"].clone()),
+        (200, json!(3)),
+        "{pool}"
+    );
+    let a = c
+        .bot(json!({"name": "a", "runtime": "bash", "script": "sleep 0.5"}))
+        .await;
+    let b = c
+        .bot(json!({"name": "b", "runtime": "bash", "script": "sleep 0.5"}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(c.run(&a, json!(i)).await);
+        ids.push(c.run(&b, json!(i)).await);
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        let e = c.finished(id, LONG).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        spans.push((ts(&e["started_at"]), ts(&e["finished_at"])));
+    }
+    let most = spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(x, y)| x <= s && s < y).count())
+        .max()
+        .unwrap();
+    assert!(most <= 3, "{most} ran at once in a pool limited to 3");
+    let mut reasons = Vec::new();
+    for id in &ids {
+        reasons.extend(
+            timeline(c, id)
+                .await
+                .into_iter()
+                .filter(|(k, _)| k == "waiting")
+                .map(|(_, m)| m),
+        );
+    }
+    assert!(
+        reasons
+            .iter()
+            .any(|m| m.starts_with("waiting: concurrency limit of pool default (3/3 running)")),
+        "{reasons:?}"
+    );
+    let (status, _) = c
+        .call(
+            reqwest::Method::PUT,
+            "/pools/default",
+            Some(json!({"max_concurrency": 0})),
+        )
+        .await;
+    assert_eq!(status, 422);
 }

@@ -16,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 mod firing;
 mod leases;
+mod stranded;
 
 pub use firing::{Firing, LEAD_FOR};
 pub use leases::reap_leases;
+pub use stranded::Stranded;
 
 /// Rows handled per store round trip.
 pub(crate) const PAGE: i64 = 1000;
@@ -43,6 +45,7 @@ pub async fn run(
         rand_suffix()
     );
     let mut firing = Firing::new(holder.clone());
+    let mut stranded = Stranded::default();
     tracing::info!(
         holder = %holder,
         tick_ms = sc.tick_ms,
@@ -57,7 +60,7 @@ pub async fn run(
                 log_failure("reap leases", reap_leases(&backends, &retry, Timestamp::now()).await);
                 log_failure("cron", firing.tick(&backends, Timestamp::now()).await);
             }
-            _ = reconcile_tick.tick() => log_failure("reconcile", reconcile(&backends).await),
+            _ = reconcile_tick.tick() => log_failure("reconcile", reconcile(&backends, &mut stranded).await),
         }
     }
     tracing::info!("Scheduler stopped.");
@@ -87,9 +90,12 @@ pub async fn promote(backends: &Backends) -> anyhow::Result<usize> {
     Ok(backends.queue.promote_due().await?)
 }
 
-/// Re-offers every queued execution to the queue. Enqueue is idempotent, so ids the queue
-/// already holds are untouched; returns how many were missing.
-pub async fn reconcile(backends: &Backends) -> anyhow::Result<usize> {
+/// Re-offers every queued execution to the queue — enqueue is idempotent, so ids the queue
+/// already holds are untouched — and notes the ones waiting for a pool no worker serves.
+/// Returns how many were missing from the queue.
+pub async fn reconcile(backends: &Backends, stranded: &mut Stranded) -> anyhow::Result<usize> {
+    let served = Stranded::served_pools(backends).await?;
+    let mut seen = std::collections::HashSet::new();
     let mut after = None;
     let mut restored = 0;
     loop {
@@ -98,10 +104,12 @@ pub async fn reconcile(backends: &Backends) -> anyhow::Result<usize> {
         after = Some(last.id);
         let items: Vec<QueueItem> = page.iter().map(QueueItem::from).collect();
         restored += backends.queue.enqueue(&items).await?;
+        stranded.note(backends, &page, &served, &mut seen).await?;
         if (page.len() as i64) < PAGE {
             break;
         }
     }
+    stranded.retain(&seen);
     if restored > 0 {
         tracing::info!(
             restored,

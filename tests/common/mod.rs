@@ -321,7 +321,28 @@ impl Cluster {
         for _ in 0..workers {
             cluster.add_worker(&[]);
         }
+        cluster.await_workers(workers).await;
         cluster
+    }
+
+    /// Waits until `n` workers are registered and alive, as a user starting them would.
+    pub async fn await_workers(&self, n: usize) {
+        let c = &self.client;
+        eventually(
+            Duration::from_secs(60),
+            &format!("{n} workers to register"),
+            || async move {
+                let workers = c.get("/workers").await;
+                (workers
+                    .as_array()?
+                    .iter()
+                    .filter(|w| w["state"] == "alive")
+                    .count()
+                    >= n)
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     pub fn add_worker(&mut self, extra: &[(&str, &str)]) -> usize {

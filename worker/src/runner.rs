@@ -214,28 +214,19 @@ async fn not_claimed(ctx: &Ctx, lease: &Lease) {
     let Ok(Some(exec)) = ctx.backends.store.get_execution(lease.id).await else {
         return;
     };
-    let Some(limit) = exec
-        .max_concurrency
-        .filter(|_| exec.status == ExecStatus::Queued)
-    else {
+    let due = exec.run_at.is_none_or(|at| at <= Timestamp::now());
+    if exec.status != ExecStatus::Queued || !due {
+        return;
+    }
+    let Some(message) = limit_reached(ctx, &exec).await else {
         return;
     };
-    let running = ctx
-        .backends
-        .store
-        .running_count(exec.bot_id)
-        .await
-        .unwrap_or(i64::from(limit));
     let first_time = ctx
         .waiting
         .lock()
         .map(|mut w| w.insert(exec.id))
         .unwrap_or(false);
     if first_time {
-        let message = format!(
-            "waiting: concurrency limit of bot {} ({running}/{limit} running)",
-            exec.bot_id
-        );
         ctx.record(NewEvent::now(exec.id, "waiting", message)).await;
     }
     let again = Timestamp::now().plus_millis(LIMIT_RECHECK.as_millis() as i64);
@@ -248,6 +239,32 @@ async fn not_claimed(ctx: &Ctx, lease: &Lease) {
     if let Err(e) = ctx.backends.queue.enqueue(&[item]).await {
         tracing::warn!(execution_id = %exec.id, error = %e, "Cannot put back a waiting execution; the reconciler will.");
     }
+}
+
+/// Which concurrency limit holds a queued, due execution back, as a timeline message.
+async fn limit_reached(ctx: &Ctx, exec: &Execution) -> Option<String> {
+    let store = &ctx.backends.store;
+    if let Some(limit) = exec.max_concurrency {
+        let running = store.running_count(exec.bot_id).await.ok()?;
+        if running >= i64::from(limit) {
+            return Some(format!(
+                "waiting: concurrency limit of bot {} ({running}/{limit} running)",
+                exec.bot_id
+            ));
+        }
+    }
+    let pools = store.pools().await.ok()?;
+    let limit = pools
+        .into_iter()
+        .find(|p| p.name == exec.pool)?
+        .max_concurrency?;
+    let running = store.pool_running_count(&exec.pool).await.ok()?;
+    (running >= i64::from(limit)).then(|| {
+        format!(
+            "waiting: concurrency limit of pool {} ({running}/{limit} running)",
+            exec.pool
+        )
+    })
 }
 
 /// Renews the store and queue leases every third of their lifetime; notices cancels.

@@ -2,22 +2,26 @@
 
 use axum::extract::State;
 use codex32_shared::Timestamp;
-use codex32_shared::domain::WorkerInfo;
+use codex32_shared::domain::{WorkerInfo, check_name};
 use codex32_shared::queue::PoolDepth;
+use codex32_shared::store::PoolSettings;
+use serde::Deserialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Json, Path};
 use crate::state::AppState;
-
-/// A worker silent this long is shown `lost` (three missed heartbeats).
-pub(crate) const LOST_AFTER_MS: i64 = 15_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_workers))
         .routes(routes!(list_queues))
+        .routes(routes!(list_pools))
+        .routes(routes!(set_pool))
 }
 
 /// Workers with their state: `alive`, `draining`, `lost` (silent for 15 s) or `gone`.
@@ -26,10 +30,10 @@ async fn list_workers(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<axum::Json<Vec<WorkerInfo>>, ApiError> {
-    let now = Timestamp::now().millis();
+    let now = Timestamp::now();
     let mut workers = state.backends.store.list_workers().await?;
     for w in &mut workers {
-        if w.state != "gone" && now - w.last_seen_at.millis() > LOST_AFTER_MS {
+        if w.state != "gone" && !w.is_live(now) {
             w.state = "lost".into();
         }
     }
@@ -43,4 +47,62 @@ async fn list_queues(
     _caller: Caller,
 ) -> Result<axum::Json<Vec<PoolDepth>>, ApiError> {
     Ok(axum::Json(state.backends.queue.depths().await?))
+}
+
+/// Pools with settings.
+#[utoipa::path(get, path = "/pools", tag = "fleet", security(("bearer" = [])), responses((status = 200, body = Vec<PoolSettings>)))]
+async fn list_pools(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<Vec<PoolSettings>>, ApiError> {
+    Ok(axum::Json(state.backends.store.pools().await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRequest {
+    /// Most executions of the pool running at once across all its workers; `null` removes it.
+    pub max_concurrency: Option<u32>,
+}
+
+/// Set a pool's concurrency limit (admins only). Executions over it wait in the queue and
+/// their timeline says so.
+#[utoipa::path(put, path = "/pools/{name}", tag = "fleet", security(("bearer" = [])), params(("name" = String, Path, description = "Pool name")),
+    request_body = PoolRequest, responses((status = 200, body = PoolSettings), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_pool(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(req): Json<PoolRequest>,
+) -> Result<axum::Json<PoolSettings>, ApiError> {
+    caller.require_admin()?;
+    check_name("name", &name)?;
+    let limit = match req.max_concurrency {
+        Some(n) if !(1..=1_000_000).contains(&n) => {
+            return Err(ApiError::invalid(
+                "max_concurrency",
+                "must be between 1 and 1000000",
+            ));
+        }
+        other => other.map(|n| n as i32),
+    };
+    state
+        .backends
+        .store
+        .set_pool_limit(&name, limit, Timestamp::now())
+        .await?;
+    audit::record(
+        &state,
+        Some(caller.user_id),
+        "pool.update",
+        &name,
+        serde_json::json!({ "max_concurrency": limit }),
+    )
+    .await?;
+    let pools = state.backends.store.pools().await?;
+    pools
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::internal("a pool setting vanished after it was written"))
 }

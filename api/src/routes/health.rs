@@ -79,7 +79,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health
 
 /// What the workers heard from within the last few heartbeats enforce.
 async fn live_isolation(state: &AppState) -> Vec<String> {
-    let now = codex32_shared::Timestamp::now().millis();
+    let now = codex32_shared::Timestamp::now();
     let workers = state
         .backends
         .store
@@ -88,9 +88,7 @@ async fn live_isolation(state: &AppState) -> Vec<String> {
         .unwrap_or_default();
     let mut seen: Vec<String> = workers
         .into_iter()
-        .filter(|w| {
-            w.state != "gone" && now - w.last_seen_at.millis() <= super::fleet::LOST_AFTER_MS
-        })
+        .filter(|w| w.is_live(now))
         .map(|w| w.sandbox)
         .collect();
     seen.sort();

@@ -5,6 +5,9 @@ use utoipa::ToSchema;
 
 use crate::Timestamp;
 
+/// A worker silent this long (three missed heartbeats) is presumed lost.
+pub const LOST_AFTER_MS: i64 = 15_000;
+
 /// A worker's registration and last heartbeat, as kept in the store.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct WorkerInfo {
@@ -23,4 +26,11 @@ pub struct WorkerInfo {
     pub sandbox: String,
     pub started_at: Timestamp,
     pub last_seen_at: Timestamp,
+}
+
+impl WorkerInfo {
+    /// Whether it is serving (alive or draining) and was heard from recently, as of `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.state != "gone" && now.millis() - self.last_seen_at.millis() <= LOST_AFTER_MS
+    }
 }

@@ -193,6 +193,26 @@ pub trait ScheduleStore: Send + Sync {
         status: &str,
         at: Timestamp,
     ) -> Result<bool, StoreError>;
+    /// Sets (or, with None, removes) a pool's concurrency limit.
+    async fn set_pool_limit(
+        &self,
+        pool: &str,
+        max_concurrency: Option<i32>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Pools with settings.
+    async fn pools(&self) -> Result<Vec<PoolSettings>, StoreError>;
+    /// Running executions of a pool.
+    async fn pool_running_count(&self, pool: &str) -> Result<i64, StoreError>;
+}
+
+/// A pool's settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct PoolSettings {
+    pub name: String,
+    /// Most executions of the pool running at once, across all its workers (null: no limit).
+    pub max_concurrency: Option<i32>,
+    pub updated_at: Timestamp,
 }
 
 /// One timeline event to record.

@@ -59,26 +59,30 @@ const CANCEL: &str = concat!(
     columns!()
 );
 
-/// A claim: a queued, due execution becomes running — unless its bot's `max_concurrency`
-/// executions are running already.
+/// A claim: a queued, due execution becomes running — unless its bot's `max_concurrency`, or
+/// its pool's, executions are running already. (The counts are only taken under a limit.)
 const CLAIM: &str = concat!(
     "UPDATE executions SET status = 'running', worker_id = $2, started_at = $3, lease_expires_at = $4
      WHERE id = $1 AND status = 'queued' AND (run_at IS NULL OR run_at <= $3)
        AND (max_concurrency IS NULL OR max_concurrency >
             (SELECT count(*) FROM executions r WHERE r.bot_id = executions.bot_id AND r.status = 'running'))
+       AND (CASE WHEN (SELECT p.max_concurrency FROM pools p WHERE p.name = executions.pool) IS NULL THEN TRUE
+            ELSE (SELECT p.max_concurrency FROM pools p WHERE p.name = executions.pool) >
+                 (SELECT count(*) FROM executions r WHERE r.pool = executions.pool AND r.status = 'running') END)
      RETURNING ",
     columns!()
 );
 
-/// PostgreSQL counts running executions per statement snapshot: claims of a bot with a
-/// concurrency limit first lock the bot's row, so they count one after another. (SQLite
-/// runs one writer at a time: no lock needed.)
-const PG_BOT_LOCK: Option<&str> = Some(
+/// PostgreSQL counts running executions per statement snapshot: claims under a concurrency
+/// limit first lock the limit's row (the bot's, the pool's), so they count one after another.
+/// (SQLite runs one writer at a time: no lock needed.)
+const PG_LIMIT_LOCKS: &[&str] = &[
     "SELECT 1 FROM bots WHERE id = (SELECT bot_id FROM executions WHERE id = $1 AND max_concurrency IS NOT NULL) FOR UPDATE",
-);
+    "SELECT 1 FROM pools WHERE name = (SELECT pool FROM executions WHERE id = $1) AND max_concurrency IS NOT NULL FOR UPDATE",
+];
 
 macro_rules! execution_store {
-    ($store:ty, $db:ty, $bot_lock:expr) => {
+    ($store:ty, $db:ty, $limit_locks:expr) => {
         #[async_trait]
         impl ExecutionStore for $store {
             async fn create_execution(&self, new: &NewExecution, owner_id: Uuid, at: Timestamp) -> Result<(Execution, bool), StoreError> {
@@ -157,8 +161,8 @@ macro_rules! execution_store {
 
             async fn claim_execution(&self, id: Uuid, worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<Execution>, StoreError> {
                 let mut tx = self.pool.begin().await?;
-                if let Some(lock) = $bot_lock {
-                    sqlx::query(lock).bind(id).execute(&mut *tx).await?;
+                for lock in $limit_locks {
+                    sqlx::query(*lock).bind(id).execute(&mut *tx).await?;
                 }
                 let claimed = sqlx::query_as(CLAIM)
                     .bind(id)
@@ -238,5 +242,5 @@ macro_rules! execution_store {
     };
 }
 
-execution_store!(PgStore, sqlx::Postgres, PG_BOT_LOCK);
-execution_store!(SqliteStore, sqlx::Sqlite, None::<&str>);
+execution_store!(PgStore, sqlx::Postgres, PG_LIMIT_LOCKS);
+execution_store!(SqliteStore, sqlx::Sqlite, &[] as &[&str]);

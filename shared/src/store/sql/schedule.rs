@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{PgStore, SqliteStore};
 use crate::Timestamp;
 use crate::domain::{Bot, Execution, TimelineEvent};
-use crate::store::{BotStore, ExecutionStore, NewEvent, ScheduleStore, StoreError};
+use crate::store::{BotStore, ExecutionStore, NewEvent, PoolSettings, ScheduleStore, StoreError};
 
 /// Rows per INSERT statement (4 parameters each).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -84,6 +84,31 @@ macro_rules! schedule_store {
                 })
                 .await
                 .map(|all| all.into_iter().filter(|e| e.scheduled_for.is_some()).collect())
+            }
+
+            async fn set_pool_limit(&self, pool: &str, max_concurrency: Option<i32>, at: Timestamp) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO pools (name, max_concurrency, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET max_concurrency = excluded.max_concurrency, updated_at = excluded.updated_at",
+                )
+                .bind(pool)
+                .bind(max_concurrency)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn pools(&self) -> Result<Vec<PoolSettings>, StoreError> {
+                Ok(sqlx::query_as("SELECT name, max_concurrency, updated_at FROM pools ORDER BY name").fetch_all(&self.pool).await?)
+            }
+
+            async fn pool_running_count(&self, pool: &str) -> Result<i64, StoreError> {
+                let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM executions WHERE pool = $1 AND status = 'running'")
+                    .bind(pool)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
             }
 
             async fn set_bot_status(&self, bot_id: Uuid, status: &str, at: Timestamp) -> Result<bool, StoreError> {
