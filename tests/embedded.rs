@@ -454,6 +454,7 @@ async fn the_openapi_document_covers_every_route_and_the_reference_page_is_serve
         "/api/v1/executions/{id}/cancel",
         "/api/v1/workers",
         "/api/v1/queues",
+        "/api/v1/ws",
         "/api/v1/openapi.json",
         "/api/v1/docs",
         "/healthz",

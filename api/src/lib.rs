@@ -69,6 +69,7 @@ pub fn state(backends: Backends, config: &ApiConfig) -> anyhow::Result<AppState>
         )),
         max_input_bytes: config.max_input_kb.saturating_mul(1024),
         metrics: metrics_handle(),
+        shutdown: CancellationToken::new(),
     })
 }
 
@@ -151,6 +152,10 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let state = AppState {
+        shutdown: shutdown.child_token(),
+        ..state
+    };
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;

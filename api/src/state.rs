@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use codex32_shared::Backends;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
 
@@ -15,4 +16,7 @@ pub struct AppState {
     /// Largest execution input, in bytes of JSON.
     pub max_input_bytes: usize,
     pub metrics: PrometheusHandle,
+    /// Cancelled when the server shuts down: long-lived connections (WebSockets), which
+    /// graceful shutdown does not wait for, close on it.
+    pub shutdown: CancellationToken,
 }

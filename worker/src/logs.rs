@@ -1,5 +1,7 @@
-//! An attempt's output lines on their way to the store (in batches) and the bus (live),
-//! capped at a byte budget per attempt with one marker line when cut.
+//! An attempt's output lines on their way to the store (in batches) and then the bus, capped
+//! at a byte budget per attempt with one marker line when cut. Lines are published once
+//! stored, with their store id, so a WebSocket client resuming from a line id misses none and
+//! sees none twice; the price is up to one flush interval of latency.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,23 +123,14 @@ impl Writer {
                 "[codex32] log limit of {} KiB reached; further output is not kept",
                 self.limit_bytes / 1024
             );
-            self.push(LogStream::System, note).await;
+            self.push(LogStream::System, note);
             return;
         }
         self.used += line.len();
-        self.push(stream, line).await;
+        self.push(stream, line);
     }
 
-    async fn push(&mut self, stream: LogStream, line: String) {
-        let event = Event::ExecutionLog {
-            execution_id: self.execution_id,
-            attempt: self.attempt,
-            stream,
-            line: line.clone(),
-        };
-        if let Err(e) = self.bus.publish(&event).await {
-            tracing::debug!(error = %e, "Log line not published on the bus.");
-        }
+    fn push(&mut self, stream: LogStream, line: String) {
         self.pending.push(NewLogLine {
             execution_id: self.execution_id,
             attempt: self.attempt,
@@ -147,13 +140,27 @@ impl Writer {
         });
     }
 
-    /// Writes pending lines; on a store error keeps them for the next try, within the budget.
+    /// Writes pending lines, then publishes them with their ids; on a store error keeps them
+    /// for the next try, within the budget (lines dropped from the budget are never published).
     async fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         match self.store.append_logs(&self.pending).await {
-            Ok(()) => self.pending.clear(),
+            Ok(ids) => {
+                for (l, id) in self.pending.drain(..).zip(ids) {
+                    let event = Event::ExecutionLog {
+                        id: Some(id),
+                        execution_id: l.execution_id,
+                        attempt: l.attempt,
+                        stream: l.stream,
+                        line: l.line,
+                    };
+                    if let Err(e) = self.bus.publish(&event).await {
+                        tracing::debug!(error = %e, "Log line not published on the bus.");
+                    }
+                }
+            }
             Err(e) => {
                 tracing::warn!(execution_id = %self.execution_id, error = %e, "Cannot store log lines; will retry.");
                 if self.pending.len() > 16 * BATCH {

@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod health;
 pub mod history;
 pub mod users;
+pub mod ws;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -23,4 +24,5 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(executions::router())
         .merge(history::router())
         .merge(fleet::router())
+        .merge(ws::router())
 }

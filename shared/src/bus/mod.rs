@@ -35,6 +35,10 @@ pub enum Event {
     /// An execution printed a line.
     #[serde(rename = "execution.log")]
     ExecutionLog {
+        /// The line's id in the store (published once stored), so a client resuming with
+        /// `after` can tell replayed lines from live ones; absent from older publishers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
         execution_id: Uuid,
         attempt: i32,
         stream: LogStream,

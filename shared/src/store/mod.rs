@@ -270,8 +270,9 @@ pub struct NewLogLine {
 /// Execution logs.
 #[async_trait]
 pub trait LogStore: Send + Sync {
-    /// Appends lines all or nothing (in one transaction, however many statements it takes).
-    async fn append_logs(&self, lines: &[NewLogLine]) -> Result<(), StoreError>;
+    /// Appends lines all or nothing (in one transaction, however many statements it takes)
+    /// and returns their ids, increasing, in the order of `lines`.
+    async fn append_logs(&self, lines: &[NewLogLine]) -> Result<Vec<i64>, StoreError>;
     /// Lines with an id above `after`, in order.
     async fn read_logs(
         &self,

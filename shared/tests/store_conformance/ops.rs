@@ -32,9 +32,20 @@ async fn a_large_batch_of_log_lines_reads_back_in_order_from_any_offset(
     for i in 0..3 {
         batch.insert(i * 600, line(other.id, i));
     }
-    s.append_logs(&batch).await?;
+    let ids = s.append_logs(&batch).await?;
     let read = s.read_logs(e.id, 0, 5_000).await?;
     assert_eq!(read.len(), 1234);
+    let ours: Vec<i64> = batch
+        .iter()
+        .zip(&ids)
+        .filter(|(l, _)| l.execution_id == e.id)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(
+        ours,
+        ids_of_logs(&read),
+        "append_logs returns ids in input order"
+    );
     for (i, l) in read.iter().enumerate() {
         assert_eq!(
             (l.line.as_str(), l.execution_id, l.attempt),
@@ -60,7 +71,7 @@ async fn a_large_batch_of_log_lines_reads_back_in_order_from_any_offset(
     );
     assert!(s.read_logs(e.id, read[1233].id, 10).await?.is_empty());
     assert_eq!(s.read_logs(other.id, 0, 10).await?.len(), 3);
-    s.append_logs(&[]).await?;
+    assert!(s.append_logs(&[]).await?.is_empty());
     Ok(())
 }
 

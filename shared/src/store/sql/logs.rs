@@ -16,11 +16,14 @@ macro_rules! log_store {
         #[async_trait]
         impl LogStore for $store {
             /// One transaction around the statements: a batch is all or nothing, so a writer
-            /// that retries a failed batch does not duplicate the lines that got in.
-            async fn append_logs(&self, lines: &[NewLogLine]) -> Result<(), StoreError> {
+            /// that retries a failed batch does not duplicate the lines that got in. Both
+            /// databases assign ids in VALUES order; sorting what RETURNING gives back (in
+            /// no promised order) pairs each id with its line.
+            async fn append_logs(&self, lines: &[NewLogLine]) -> Result<Vec<i64>, StoreError> {
                 if lines.is_empty() {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
+                let mut ids = Vec::with_capacity(lines.len());
                 let mut tx = self.pool.begin().await?;
                 for chunk in lines.chunks(ROWS_PER_STATEMENT) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
@@ -33,10 +36,14 @@ macro_rules! log_store {
                             .push_bind(&l.line)
                             .push_bind(l.at);
                     });
-                    q.build().execute(&mut *tx).await?;
+                    q.push(" RETURNING id");
+                    let mut chunk_ids: Vec<i64> =
+                        q.build_query_scalar().fetch_all(&mut *tx).await?;
+                    chunk_ids.sort_unstable();
+                    ids.extend(chunk_ids);
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(ids)
             }
 
             async fn read_logs(
