@@ -61,9 +61,15 @@ pub async fn run(
         info.clone(),
         background.clone(),
     ));
-    let cancels = tokio::spawn(listen_for_cancels(ctx.clone(), background.clone()));
+    // Pulling stops on shutdown (SIGTERM) or on a drain requested through the API.
+    let stop_pulling = shutdown.child_token();
+    let listener = tokio::spawn(listen(
+        ctx.clone(),
+        background.clone(),
+        stop_pulling.clone(),
+    ));
     let tracker = TaskTracker::new();
-    pull(&ctx, wc, &tracker, &shutdown).await;
+    pull(&ctx, wc, &tracker, &stop_pulling).await;
     drain(
         &ctx,
         &tracker,
@@ -72,7 +78,7 @@ pub async fn run(
     )
     .await;
     background.cancel();
-    let _ = tokio::join!(beats, cancels);
+    let _ = tokio::join!(beats, listener);
     info.running = 0;
     heartbeat::report(&ctx, &mut info, "gone").await;
     tracing::info!(worker_id = %worker_id, "Worker stopped.");
@@ -174,8 +180,8 @@ async fn drain(ctx: &Arc<Ctx>, tracker: &TaskTracker, grace: Duration, info: &mu
     }
 }
 
-/// Stops executions of this worker as soon as a cancel for them is published.
-async fn listen_for_cancels(ctx: Arc<Ctx>, stop: CancellationToken) {
+/// Acts on bus events for this worker: cancels of its executions, and drain requests.
+async fn listen(ctx: Arc<Ctx>, stop: CancellationToken, stop_pulling: CancellationToken) {
     let mut events = ctx.backends.bus.subscribe();
     loop {
         let event = tokio::select! {
@@ -185,6 +191,10 @@ async fn listen_for_cancels(ctx: Arc<Ctx>, stop: CancellationToken) {
         match event {
             Ok(Event::CancelRequested { execution_id }) => {
                 ctx.stop_one(execution_id, StopReason::Cancelled)
+            }
+            Ok(Event::DrainRequested { worker_id }) if worker_id == ctx.worker_id => {
+                tracing::info!(worker_id = %worker_id, "Drain requested through the API.");
+                stop_pulling.cancel();
             }
             Ok(_) => {}
             // Missed events only delay a cancel: the lease heartbeat also carries it.

@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use codex32_shared::Timestamp;
+use codex32_shared::bus::Event;
 use codex32_shared::domain::{WorkerInfo, check_name};
 use codex32_shared::queue::PoolDepth;
 use codex32_shared::store::PoolSettings;
@@ -20,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_workers))
         .routes(routes!(list_queues))
+        .routes(routes!(drain_worker))
         .routes(routes!(list_pools))
         .routes(routes!(set_pool))
 }
@@ -105,4 +107,43 @@ async fn set_pool(
         .find(|p| p.name == name)
         .map(axum::Json)
         .ok_or_else(|| ApiError::internal("a pool setting vanished after it was written"))
+}
+
+/// Drain a worker (admins only): it stops taking executions, lets the running ones finish
+/// within its drain timeout (then hands the rest back to the queue), and exits — as on SIGTERM.
+#[utoipa::path(post, path = "/workers/{id}/drain", tag = "fleet", security(("bearer" = [])), params(("id" = String, Path, description = "Worker id")),
+    responses((status = 202, body = WorkerInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn drain_worker(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(axum::http::StatusCode, axum::Json<WorkerInfo>), ApiError> {
+    caller.require_admin()?;
+    let workers = state.backends.store.list_workers().await?;
+    let worker = workers
+        .into_iter()
+        .find(|w| w.id == id)
+        .ok_or_else(|| ApiError::not_found("worker"))?;
+    if !worker.is_live(Timestamp::now()) {
+        return Err(ApiError::conflict(format!(
+            "worker {id} is not running (last seen {})",
+            worker.last_seen_at.0.to_rfc3339()
+        )));
+    }
+    state
+        .backends
+        .bus
+        .publish(&Event::DrainRequested {
+            worker_id: id.clone(),
+        })
+        .await?;
+    audit::record(
+        &state,
+        Some(caller.user_id),
+        "worker.drain",
+        &id,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(worker)))
 }

@@ -107,5 +107,17 @@ async fn metrics(State(state): State<AppState>) -> String {
             metrics::gauge!("codex32_queue_leased", "pool" => d.pool).set(d.leased as f64);
         }
     }
+    let now = codex32_shared::Timestamp::now();
+    if let Ok(stats) = state.backends.store.pool_stats(now).await {
+        for p in stats {
+            let oldest = p.oldest_waiting_since.map_or(0.0, |at| {
+                (now.millis() - at.millis()).max(0) as f64 / 1000.0
+            });
+            metrics::gauge!("codex32_pool_waiting", "pool" => p.pool.clone()).set(p.waiting as f64);
+            metrics::gauge!("codex32_pool_oldest_waiting_seconds", "pool" => p.pool.clone())
+                .set(oldest);
+            metrics::gauge!("codex32_pool_busy_slots", "pool" => p.pool).set(p.running as f64);
+        }
+    }
     state.metrics.render()
 }

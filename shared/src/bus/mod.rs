@@ -55,6 +55,9 @@ pub enum Event {
     /// A cancel was asked for a running execution: its worker stops it.
     #[serde(rename = "execution.cancel_requested")]
     CancelRequested { execution_id: Uuid },
+    /// A worker was asked to drain: stop pulling, finish what runs, exit.
+    #[serde(rename = "worker.drain_requested")]
+    DrainRequested { worker_id: String },
 }
 
 impl Event {

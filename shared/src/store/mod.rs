@@ -202,6 +202,8 @@ pub trait ScheduleStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Pools with settings.
     async fn pools(&self) -> Result<Vec<PoolSettings>, StoreError>;
+    /// Per pool: executions waiting (queued and due), since when the oldest waits, and running.
+    async fn pool_stats(&self, now: Timestamp) -> Result<Vec<PoolStats>, StoreError>;
     /// Running executions of a pool.
     async fn pool_running_count(&self, pool: &str) -> Result<i64, StoreError>;
 }
@@ -213,6 +215,18 @@ pub struct PoolSettings {
     /// Most executions of the pool running at once, across all its workers (null: no limit).
     pub max_concurrency: Option<i32>,
     pub updated_at: Timestamp,
+}
+
+/// The autoscaling signal of one pool.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PoolStats {
+    pub pool: String,
+    /// Queued and due: waiting for a worker slot.
+    pub waiting: i64,
+    /// Since when the longest-waiting one waits (its `run_at`, or when it was queued).
+    pub oldest_waiting_since: Option<Timestamp>,
+    /// Running now: the pool's busy slots.
+    pub running: i64,
 }
 
 /// One timeline event to record.

@@ -138,7 +138,7 @@ impl Subscriptions {
                 (Some(_), Some(_)) => false,
             },
             Event::WorkerHeartbeat { .. } => self.workers,
-            Event::CancelRequested { .. } => false,
+            Event::CancelRequested { .. } | Event::DrainRequested { .. } => false,
         }
     }
 }

@@ -6,7 +6,9 @@ use uuid::Uuid;
 use super::{PgStore, SqliteStore};
 use crate::Timestamp;
 use crate::domain::{Bot, Execution, TimelineEvent};
-use crate::store::{BotStore, ExecutionStore, NewEvent, PoolSettings, ScheduleStore, StoreError};
+use crate::store::{
+    BotStore, ExecutionStore, NewEvent, PoolSettings, PoolStats, ScheduleStore, StoreError,
+};
 
 /// Rows per INSERT statement (4 parameters each).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -109,6 +111,19 @@ macro_rules! schedule_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(n)
+            }
+
+            async fn pool_stats(&self, now: Timestamp) -> Result<Vec<PoolStats>, StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT pool,
+                       SUM(CASE WHEN status = 'queued' AND (run_at IS NULL OR run_at <= $1) THEN 1 ELSE 0 END) AS waiting,
+                       MIN(CASE WHEN status = 'queued' AND (run_at IS NULL OR run_at <= $1) THEN COALESCE(run_at, queued_at) END) AS oldest_waiting_since,
+                       SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running
+                     FROM executions WHERE status IN ('queued', 'running') GROUP BY pool ORDER BY pool",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn set_bot_status(&self, bot_id: Uuid, status: &str, at: Timestamp) -> Result<bool, StoreError> {
