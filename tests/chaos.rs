@@ -53,7 +53,7 @@ async fn executions_survive_killed_workers_and_a_flushed_redis_with_one_result_e
         if round % 6 == 5 {
             let victim = round / 6 % cluster.workers.len();
             cluster.workers[victim].signal(Signal::SIGKILL);
-            let fresh = spawn_worker(&mut cluster);
+            let fresh = cluster.replacement_worker(&[]);
             drop(std::mem::replace(&mut cluster.workers[victim], fresh));
             kills += 1;
         }
@@ -73,13 +73,7 @@ async fn executions_survive_killed_workers_and_a_flushed_redis_with_one_result_e
         succeeded as usize, EXECUTIONS,
         "every execution succeeded in the end"
     );
-    let (results, twice): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE n > 1) FROM
-           (SELECT execution_id, count(*) AS n FROM execution_events WHERE kind = 'finished' GROUP BY execution_id) f",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let (results, twice) = common::results_per_execution(&db).await;
     assert_eq!(
         (results as usize, twice),
         (EXECUTIONS, 0),
@@ -92,10 +86,4 @@ async fn executions_survive_killed_workers_and_a_flushed_redis_with_one_result_e
     println!(
         "chaos: {EXECUTIONS} executions, {kills} workers killed, Redis flushed once: all ended with one result each; {reruns} ran more than once"
     );
-}
-
-/// Starts a worker in place of a killed one (appended, then swapped into the victim's slot).
-fn spawn_worker(cluster: &mut Cluster) -> common::Proc {
-    cluster.add_worker(&[]);
-    cluster.workers.pop().expect("just added")
 }

@@ -179,22 +179,8 @@ async fn flushing_redis_while_1000_executions_are_queued_loses_none_of_them() {
     cluster.add_worker(&[("CODEX32_CONCURRENCY", "8")]);
     cluster.add_worker(&[("CODEX32_CONCURRENCY", "8")]);
     let db = cluster.db().await;
-    let done = eventually(
-        Duration::from_secs(240),
-        "all 1000 executions to succeed",
-        || {
-            let db = db.clone();
-            async move {
-                let (n,): (i64,) =
-                    sqlx::query_as("SELECT count(*) FROM executions WHERE status = 'succeeded'")
-                        .fetch_one(&db)
-                        .await
-                        .ok()?;
-                (n == 1000).then_some(n)
-            }
-        },
-    )
-    .await;
+    common::await_succeeded(&db, 1000, Duration::from_secs(240)).await;
+    let done = common::count_status(&db, "succeeded").await;
     assert_eq!(done, 1000);
     let (total, reruns): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE attempt > 1) FROM executions")

@@ -68,20 +68,8 @@ async fn a_rolling_restart_of_every_worker_during_2000_executions_runs_each_exac
     });
     // Replace each worker in turn, gracefully (SIGTERM), while executions stream in.
     for victim in 0..3 {
-        eventually(LONG, "some executions to finish", || {
-            let db = db.clone();
-            async move {
-                let (n,): (i64,) =
-                    sqlx::query_as("SELECT count(*) FROM executions WHERE status = 'succeeded'")
-                        .fetch_one(&db)
-                        .await
-                        .ok()?;
-                (n as usize > 300 * (victim + 1)).then_some(())
-            }
-        })
-        .await;
-        cluster.add_worker(&[("CODEX32_CONCURRENCY", "6")]);
-        let fresh = cluster_last(&mut cluster);
+        common::await_succeeded(&db, 300 * (victim as i64 + 1) + 1, LONG).await;
+        let fresh = cluster.replacement_worker(&[("CODEX32_CONCURRENCY", "6")]);
         let old = std::mem::replace(&mut cluster.workers[victim], fresh);
         old.signal(Signal::SIGTERM);
         assert!(
@@ -90,36 +78,14 @@ async fn a_rolling_restart_of_every_worker_during_2000_executions_runs_each_exac
         );
     }
     submit.await.unwrap();
-    eventually(LONG, "all 2000 executions to finish", || {
-        let db = db.clone();
-        async move {
-            let (n,): (i64,) =
-                sqlx::query_as("SELECT count(*) FROM executions WHERE status = 'succeeded'")
-                    .fetch_one(&db)
-                    .await
-                    .ok()?;
-            (n == 2000).then_some(())
-        }
-    })
-    .await;
-    let (results, twice): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE n > 1) FROM
-           (SELECT execution_id, count(*) AS n FROM execution_events WHERE kind = 'finished' GROUP BY execution_id) f",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    common::await_succeeded(&db, 2000, LONG).await;
+    let (results, twice) = common::results_per_execution(&db).await;
     assert_eq!((results, twice), (2000, 0), "one result each");
     let (reruns,): (i64,) = sqlx::query_as("SELECT count(*) FROM executions WHERE attempt > 1")
         .fetch_one(&db)
         .await
         .unwrap();
     assert_eq!(reruns, 0, "a graceful restart re-runs nothing");
-}
-
-/// The worker just added, taken out of the list (to put it in a replaced one's place).
-fn cluster_last(cluster: &mut Cluster) -> common::Proc {
-    cluster.workers.pop().expect("a worker was just added")
 }
 
 #[tokio::test]
@@ -134,15 +100,7 @@ async fn metrics_show_waiting_work_its_age_and_busy_slots_per_pool() {
         LONG,
         "the gpu pool's oldest waiting age to grow",
         || async {
-            let text = c
-                .http
-                .get(format!("{}/metrics", c.base))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = c.metrics().await?;
             let age: f64 = text
                 .lines()
                 .find(|l| l.starts_with("codex32_pool_oldest_waiting_seconds{pool=\"gpu\"}"))?

@@ -278,15 +278,7 @@ async fn a_client_that_stops_reading_is_disconnected_while_a_reading_one_keeps_i
     assert!(lines.windows(2).all(|w| w[0].0 < w[1].0), "ids increase");
 
     eventually(LONG, "the stalled client to be closed", || async {
-        let text = c
-            .http
-            .get(format!("{}/metrics", c.base))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = c.metrics().await?;
         text.lines()
             .any(|l| l.starts_with("codex32_websocket_slow_closes_total") && !l.ends_with(" 0"))
             .then_some(())

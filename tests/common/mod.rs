@@ -355,6 +355,12 @@ impl Cluster {
         n
     }
 
+    /// A new worker, not put in `workers`: to take a replaced one's place there.
+    pub fn replacement_worker(&mut self, extra: &[(&str, &str)]) -> Proc {
+        self.add_worker(extra);
+        self.workers.pop().expect("a worker was just added")
+    }
+
     pub fn add_scheduler(&mut self) {
         let n = self.more_schedulers.len() + 1;
         let (proc, _) = start(
@@ -383,6 +389,52 @@ impl Proc {
             async move { status }
         })
         .await
+    }
+}
+
+/// How many executions have this status, straight from the store.
+pub async fn count_status(db: &sqlx::PgPool, status: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM executions WHERE status = $1")
+        .bind(status)
+        .fetch_one(db)
+        .await
+        .expect("count executions");
+    n
+}
+
+/// Waits until `n` executions have succeeded.
+pub async fn await_succeeded(db: &sqlx::PgPool, n: i64, timeout: Duration) {
+    eventually(
+        timeout,
+        &format!("{n} executions to succeed"),
+        || async move { (count_status(db, "succeeded").await >= n).then_some(()) },
+    )
+    .await;
+}
+
+/// (executions with a recorded result, executions with more than one): "exactly one result
+/// each" is `(n, 0)`. Each fenced result writes one `finished` timeline entry with it.
+pub async fn results_per_execution(db: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE n > 1) FROM
+           (SELECT execution_id, count(*) AS n FROM execution_events WHERE kind = 'finished' GROUP BY execution_id) f",
+    )
+    .fetch_one(db)
+    .await
+    .expect("count results")
+}
+
+impl Client {
+    /// The API's Prometheus text.
+    pub async fn metrics(&self) -> Option<String> {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
     }
 }
 
