@@ -419,6 +419,21 @@ async fn api_keys_authenticate_until_revoked_and_viewers_cannot_change_anything(
         .0,
         401
     );
+    let audit = c.get("/audit?action=api_key.").await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["api_key.revoke", "api_key.create"], "{audit}");
+    let failed = c.get("/audit?action=auth.login_failed").await;
+    assert_eq!(failed[0]["target"], ADMIN, "{failed}");
+    assert_eq!(
+        viewer.call(Method::GET, "/audit", None).await.0,
+        403,
+        "the audit log is for admins"
+    );
 }
 
 const ADMIN: &str = common::ADMIN_EMAIL;
@@ -454,6 +469,15 @@ async fn the_openapi_document_covers_every_route_and_the_reference_page_is_serve
         "/api/v1/executions/{id}/cancel",
         "/api/v1/workers",
         "/api/v1/queues",
+        "/api/v1/audit",
+        "/api/v1/executions/{id}/timeline",
+        "/api/v1/executions/{id}/replay",
+        "/api/v1/bots/{id}/pause",
+        "/api/v1/bots/{id}/resume",
+        "/api/v1/bots/{id}/run-now",
+        "/api/v1/pools",
+        "/api/v1/pools/{name}",
+        "/api/v1/workers/{id}/drain",
         "/api/v1/ws",
         "/api/v1/openapi.json",
         "/api/v1/docs",

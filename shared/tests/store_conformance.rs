@@ -16,7 +16,7 @@ use codex32_shared::domain::{
 };
 use codex32_shared::store::sql::{PgStore, SqliteStore};
 use codex32_shared::store::{
-    AuditEntry, ExecutionFilter, Finish, NewEvent, NewLogLine, Store, StoreError,
+    AuditEntry, AuditFilter, ExecutionFilter, Finish, NewEvent, NewLogLine, Store, StoreError,
 };
 use codex32_shared::testing::TestSchema;
 use futures::future::join_all;

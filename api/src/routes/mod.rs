@@ -1,6 +1,7 @@
 //! One module per resource; this root only merges their routers.
 
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod bots;
 pub mod executions;
@@ -19,6 +20,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
         .merge(users::router())
+        .merge(audit::router())
         .merge(api_keys::router())
         .merge(bots::router())
         .merge(executions::router())

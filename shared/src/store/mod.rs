@@ -306,9 +306,36 @@ pub struct AuditEntry {
     pub at: Timestamp,
 }
 
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor_id: Option<Uuid>,
+    /// Entries whose action starts with this (`bot.` or `auth.login`).
+    pub action_prefix: Option<String>,
+    pub target: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<Timestamp>,
+    pub limit: i64,
+}
+
+/// One audit entry as stored.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    pub at: Timestamp,
+    /// Who did it (null for the system or a failed login of an unknown email).
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub target: String,
+    #[sqlx(json)]
+    pub details: Value,
+}
+
 /// The audit log and the worker registry.
 #[async_trait]
 pub trait OpsStore: Send + Sync {
+    /// Audit entries, newest first, filtered.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     async fn upsert_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError>;
     async fn list_workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;

@@ -93,9 +93,59 @@ async fn audit_entries_are_recorded_with_and_without_an_actor(s: &dyn Store) -> 
     s.record_audit(&AuditEntry {
         actor_id: None,
         action: "worker.lost".into(),
+        at: at(5_000),
+        ..entry.clone()
+    })
+    .await?;
+    s.record_audit(&AuditEntry {
+        action: "bot_x.weird".into(),
+        at: at(6_000),
         ..entry
     })
     .await?;
+    let all = s
+        .list_audit(&AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await?;
+    let actions: Vec<&str> = all.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["bot_x.weird", "worker.lost", "bot.create", "bot.create"],
+        "newest first"
+    );
+    assert_eq!(all[1].actor_id, None);
+    assert_eq!(all[2].details, json!({"version": 1}));
+    let bots = s
+        .list_audit(&AuditFilter {
+            action_prefix: Some("bot.".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(
+        bots.len(),
+        2,
+        "a prefix matches literally: `bot_x.` is not `bot.`"
+    );
+    let by_ada = s
+        .list_audit(&AuditFilter {
+            actor_id: Some(ada.id),
+            since: Some(at(1)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(by_ada.len(), 1, "actor and time filters combine");
+    let one = s
+        .list_audit(&AuditFilter {
+            target: Some("bot:daily".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(one.len(), 1);
     Ok(())
 }
 

@@ -4,12 +4,31 @@ use async_trait::async_trait;
 
 use super::{PgStore, SqliteStore};
 use crate::domain::WorkerInfo;
-use crate::store::{AuditEntry, OpsStore, StoreError};
+use crate::store::{AuditEntry, AuditFilter, AuditRecord, OpsStore, StoreError};
 
 macro_rules! ops_store {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         #[async_trait]
         impl OpsStore for $store {
+            async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, at, actor_id, action, target, details FROM audit_log WHERE TRUE");
+                if let Some(actor) = f.actor_id {
+                    q.push(" AND actor_id = ").push_bind(actor);
+                }
+                if let Some(prefix) = &f.action_prefix {
+                    // Prefix match without LIKE, so `_` and `%` in it mean themselves.
+                    q.push(" AND substr(action, 1, ").push_bind(prefix.chars().count() as i32).push(") = ").push_bind(prefix.clone());
+                }
+                if let Some(target) = &f.target {
+                    q.push(" AND target = ").push_bind(target.clone());
+                }
+                if let Some(since) = f.since {
+                    q.push(" AND at >= ").push_bind(since);
+                }
+                q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(f.limit);
+                Ok(q.build_query_as().fetch_all(&self.pool).await?)
+            }
+
             async fn record_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO audit_log (id, at, actor_id, action, target, details) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -72,5 +91,5 @@ macro_rules! ops_store {
     };
 }
 
-ops_store!(PgStore);
-ops_store!(SqliteStore);
+ops_store!(PgStore, sqlx::Postgres);
+ops_store!(SqliteStore, sqlx::Sqlite);
