@@ -135,12 +135,7 @@ async fn with_max_concurrency_2_never_more_than_2_run_and_the_waiting_ones_say_w
     for i in 0..10 {
         ids.push(c.run(&bot, json!(i)).await);
     }
-    let mut spans = Vec::new();
-    for id in &ids {
-        let e = c.finished(id, LONG).await;
-        assert_eq!(e["status"], "succeeded", "{e}");
-        spans.push((ts(&e["started_at"]), ts(&e["finished_at"])));
-    }
+    let spans = succeeded_spans(c, &ids).await;
     let most = most_at_once(&spans);
     assert!(
         most <= 2,
@@ -164,6 +159,17 @@ async fn with_max_concurrency_2_never_more_than_2_run_and_the_waiting_ones_say_w
 }
 
 type Time = chrono::DateTime<chrono::Utc>;
+
+/// Waits for each execution, checks it succeeded, and returns when it ran.
+async fn succeeded_spans(c: &Client, ids: &[String]) -> Vec<(Time, Time)> {
+    let mut spans = Vec::new();
+    for id in ids {
+        let e = c.finished(id, LONG).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        spans.push((ts(&e["started_at"]), ts(&e["finished_at"])));
+    }
+    spans
+}
 
 /// The most executions running at once, from their `started_at`/`finished_at`. A start is
 /// stamped just before its claim's SQL runs (which may wait a few ms for a connection or a
@@ -394,12 +400,7 @@ async fn a_pool_limit_caps_running_executions_across_workers_and_bots() {
         ids.push(c.run(&a, json!(i)).await);
         ids.push(c.run(&b, json!(i)).await);
     }
-    let mut spans = Vec::new();
-    for id in &ids {
-        let e = c.finished(id, LONG).await;
-        assert_eq!(e["status"], "succeeded", "{e}");
-        spans.push((ts(&e["started_at"]), ts(&e["finished_at"])));
-    }
+    let spans = succeeded_spans(c, &ids).await;
     let most = most_at_once(&spans);
     assert!(most <= 3, "{most} ran at once in a pool limited to 3");
     let mut reasons = Vec::new();

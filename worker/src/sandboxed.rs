@@ -124,25 +124,14 @@ pub struct SandboxExecutor {
 }
 
 impl SandboxExecutor {
-    fn program(&self, runtime: Runtime) -> Result<(String, &'static str), ExecError> {
-        let missing =
-            |name: &str| ExecError::Sandbox(format!("{name} is not installed on this worker"));
-        match runtime {
-            Runtime::Bash => Ok((
-                self.interpreters
-                    .bash
-                    .clone()
-                    .ok_or_else(|| missing("bash"))?,
-                "bot.sh",
-            )),
-            Runtime::Python => Ok((
-                self.interpreters
-                    .python
-                    .clone()
-                    .ok_or_else(|| missing("python3"))?,
-                "bot.py",
-            )),
-        }
+    /// The interpreter of a runtime, as found at start.
+    fn interpreter(&self, runtime: Runtime) -> Result<String, ExecError> {
+        let (path, name) = match runtime {
+            Runtime::Bash => (&self.interpreters.bash, "bash"),
+            Runtime::Python => (&self.interpreters.python, "python3"),
+        };
+        path.clone()
+            .ok_or_else(|| ExecError::Sandbox(format!("{name} is not installed on this worker")))
     }
 
     fn env(&self, job: &Job) -> Vec<(String, String)> {
@@ -201,8 +190,7 @@ impl Executor for SandboxExecutor {
     ) -> Result<Finished, ExecError> {
         let script = prepare(job)?;
         chown_tree(&job.workdir)?;
-        let (program, expected) = self.program(job.runtime)?;
-        debug_assert_eq!(script, expected);
+        let program = self.interpreter(job.runtime)?;
         let ((in_r, in_w), (out_r, out_w), (err_r, err_w)) =
             (pipe_pair()?, pipe_pair()?, pipe_pair()?);
         let r = &job.resources;
