@@ -1,6 +1,7 @@
 //! `codex32 dev`: API, scheduler and worker in one process, on the embedded backends by
-//! default. It keeps what a first run needs in the data directory — the token secret and a
-//! generated admin password — so a restart keeps working logins.
+//! default. It keeps what a first run needs in the data directory — the token secret, the
+//! secrets' master key and a generated admin password — so a restart keeps working logins
+//! and readable secrets.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_ADMIN_EMAIL: &str = "admin@codex32.local";
 
 pub async fn run(
-    config: Config,
+    mut config: Config,
     mut api: ApiConfig,
     worker: WorkerConfig,
     scheduler: SchedulerConfig,
@@ -31,6 +32,12 @@ pub async fn run(
     if api.jwt_secret.is_none() {
         api.jwt_secret = Some(Secret::new(kept_secret(
             &config.data_dir.join("jwt-secret"),
+            32,
+        )?));
+    }
+    if config.secrets_key.is_none() {
+        config.secrets_key = Some(Secret::new(kept_secret(
+            &config.data_dir.join("secrets-key"),
             32,
         )?));
     }
@@ -52,7 +59,7 @@ pub async fn run(
         .migrate()
         .await
         .context("cannot migrate the store")?;
-    let state = codex32_api::state(backends.clone(), &api)?;
+    let state = codex32_api::state(backends.clone(), &config, &api)?;
     codex32_api::bootstrap_admin(&state, &api).await?;
     let (listener, addr) = codex32_api::bind(&api).await?;
     crate::announce_api(addr);

@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use codex32_shared::config::{ApiConfig, Config, SandboxMode, SchedulerConfig, WorkerConfig};
+use codex32_shared::config::{
+    ApiConfig, Config, ExecutorKind, SandboxMode, SchedulerConfig, WorkerConfig,
+};
 use codex32_shared::{Backends, telemetry};
 use codex32_worker::executor::{Executor, ProcessExecutor};
+use codex32_worker::noop::NoopExecutor;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -67,17 +70,36 @@ enum Command {
         #[command(flatten)]
         config: Config,
     },
+    /// Re-seals every stored secret with CODEX32_SECRETS_KEY (the new key), opening those sealed
+    /// with CODEX32_SECRETS_OLD_KEY. Give the API and workers both keys first, run this, then
+    /// drop the old key from their configuration.
+    RotateSecretsKey {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Load-tests a running codex32 through its public API (burst, steady, mixed, cron);
+    /// the same as the `codex32-loadtest` binary. See loadtest/README.md.
+    Loadtest(codex32_loadtest::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command;
-    let config = command.config();
+    if let Command::Loadtest(args) = command {
+        return loadtest(args);
+    }
+    let Some(config) = command.config() else {
+        unreachable!("every role but loadtest has a configuration");
+    };
     telemetry::init(&config.log, config.log_format);
     // The container engine forks its launchers: before the runtime starts any thread.
     let executor = match &command {
         Command::Dev { worker, .. } => Some(executor_for(worker, SandboxMode::Auto)?),
         Command::Worker { worker, .. } => Some(executor_for(worker, SandboxMode::Isolated)?),
-        Command::Api { .. } | Command::Scheduler { .. } | Command::Migrate { .. } => None,
+        Command::Api { .. }
+        | Command::Scheduler { .. }
+        | Command::Migrate { .. }
+        | Command::RotateSecretsKey { .. }
+        | Command::Loadtest(_) => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,19 +109,39 @@ fn main() -> anyhow::Result<()> {
 }
 
 impl Command {
-    fn config(&self) -> &Config {
+    /// The configuration of a codex32 role; None for the load tester, a client.
+    fn config(&self) -> Option<&Config> {
         match self {
             Command::Dev { config, .. }
             | Command::Api { config, .. }
             | Command::Scheduler { config, .. }
             | Command::Worker { config, .. }
-            | Command::Migrate { config } => config,
+            | Command::Migrate { config }
+            | Command::RotateSecretsKey { config } => Some(config),
+            Command::Loadtest(_) => None,
         }
     }
 }
 
-/// The executor of a worker: the container engine, or plain processes where the mode allows.
+/// `codex32 loadtest`: a client of a running codex32, on a runtime of its own.
+fn loadtest(args: codex32_loadtest::Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(codex32_loadtest::run(args))?;
+    Ok(())
+}
+
+/// The executor of a worker: the container engine, or plain processes where the mode allows
+/// — or, only when asked for with `--executor noop`, the benchmarking no-op executor.
 fn executor_for(worker: &WorkerConfig, default: SandboxMode) -> anyhow::Result<Arc<dyn Executor>> {
+    if worker.executor == ExecutorKind::Noop {
+        tracing::warn!(
+            "Benchmarking mode (--executor noop): no bot runs; each execution succeeds at once with its input as output."
+        );
+        return Ok(Arc::new(NoopExecutor));
+    }
     let mode = worker.sandbox.unwrap_or(default);
     Ok(
         match codex32_worker::sandboxed::prepare_engine(mode, worker.concurrency as usize)? {
@@ -130,7 +172,7 @@ async fn run(command: Command, executor: Option<Arc<dyn Executor>>) -> anyhow::R
         }
         Command::Api { config, api } => {
             let backends = connect_distributed(&config, "api").await?;
-            let state = codex32_api::state(backends, &api)?;
+            let state = codex32_api::state(backends, &config, &api)?;
             codex32_api::bootstrap_admin(&state, &api).await?;
             let (listener, addr) = codex32_api::bind(&api).await?;
             announce_api(addr);
@@ -144,6 +186,8 @@ async fn run(command: Command, executor: Option<Arc<dyn Executor>>) -> anyhow::R
             let backends = connect_distributed(&config, "worker").await?;
             codex32_worker::run(backends, &config, &worker, executor, shutdown_on_signal()).await
         }
+        Command::Loadtest(args) => Ok(codex32_loadtest::run(args).await?),
+        Command::RotateSecretsKey { config } => rotate_secrets_key(&config).await,
         Command::Migrate { config } => {
             let store = codex32_shared::store::connect(&config.store_url())
                 .await
@@ -156,6 +200,24 @@ async fn run(command: Command, executor: Option<Arc<dyn Executor>>) -> anyhow::R
             Ok(())
         }
     }
+}
+
+async fn rotate_secrets_key(config: &Config) -> anyhow::Result<()> {
+    let keyring = config
+        .keyring()
+        .map_err(|e| anyhow::anyhow!("CODEX32_SECRETS_KEY: {e}"))?
+        .context(
+            "set CODEX32_SECRETS_KEY to the new key and CODEX32_SECRETS_OLD_KEY to the old one",
+        )?;
+    let store = codex32_shared::store::connect(&config.store_url())
+        .await
+        .context("cannot open the store")?;
+    let resealed = codex32_shared::secrets::rotate(store.as_ref(), &keyring).await?;
+    println!(
+        "codex32: re-sealed {resealed} secrets with key {}; every secret now uses it",
+        keyring.key_id()
+    );
+    Ok(())
 }
 
 /// Prints where the API listens; tests and scripts read this line.

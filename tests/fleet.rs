@@ -122,3 +122,59 @@ async fn metrics_show_waiting_work_its_age_and_busy_slots_per_pool() {
     );
     assert!(text.contains("codex32_queue_ready{pool=\"gpu\"}"), "{text}");
 }
+
+#[tokio::test]
+async fn a_worker_says_it_is_unhealthy_while_redis_is_down_and_heals_without_restarting() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut cluster = Cluster::start(0, &[]).await;
+    cluster.add_worker(&[("CODEX32_WORKER_HEALTH_BIND", bind.as_str())]);
+    cluster.await_workers(1).await;
+    let http = reqwest::Client::new();
+    let health = |want: u16| {
+        let (http, url) = (http.clone(), format!("http://{bind}/healthz"));
+        async move {
+            let resp = http.get(&url).send().await.ok()?;
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.ok()?;
+            (status == want).then_some(body)
+        }
+    };
+    let body = eventually(LONG, "a healthy worker", || health(200)).await;
+    assert_eq!(body["worker_id"], "w0", "{body}");
+
+    cluster.redis.stop();
+    let body = eventually(LONG, "the worker to say it cannot reach Redis", || {
+        health(503)
+    })
+    .await;
+    assert_eq!(body["unreachable"][0]["backend"], "queue", "{body}");
+
+    cluster.redis.restart();
+    eventually(LONG, "the worker to heal", || health(200)).await;
+    let c = &cluster.client;
+    let bot = c
+        .bot(json!({"name": "after-outage", "runtime": "bash", "script": "echo '{\"ok\": 1}'"}))
+        .await;
+    let id = c.run(&bot, json!({})).await;
+    assert_eq!(c.finished(&id, LONG).await["status"], "succeeded");
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", cluster.workers[0].pid())).exists(),
+        "the same worker process carried on"
+    );
+    let metrics = http
+        .get(format!("http://{bind}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"codex32_worker_backend_up{worker="w0",backend="queue"} 1"#),
+        "{metrics}"
+    );
+}

@@ -73,11 +73,18 @@ async fn next(ws: &mut Ws) -> Value {
 }
 
 /// Subscribes and returns the acknowledgement (or error) message.
+/// Subscribes; returns the server's answer to it (`subscribed` or `error`), skipping the
+/// updates of earlier subscriptions that arrive before it.
 async fn subscribe(ws: &mut Ws, request: Value) -> Value {
     let mut request = request;
     request["type"] = json!("subscribe");
     send(ws, request).await;
-    next(ws).await
+    loop {
+        let m = next(ws).await;
+        if m["type"] != "execution.updated" {
+            return m;
+        }
+    }
 }
 
 /// Reads until `id` reaches a final state; returns its statuses and its log lines (id, text).

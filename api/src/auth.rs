@@ -64,6 +64,20 @@ struct Claims {
     typ: String,
     iat: i64,
     exp: i64,
+    /// Refresh tokens: the token's id, spent on use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<Uuid>,
+    /// Refresh tokens: the family (one login) it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fam: Option<Uuid>,
+}
+
+/// What a valid refresh token names.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshClaims {
+    pub user_id: Uuid,
+    pub token_id: Uuid,
+    pub family_id: Uuid,
 }
 
 /// Signing keys and lifetimes.
@@ -84,26 +98,67 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, user_id: Uuid, role: Role, typ: &str) -> Result<String, ApiError> {
+    /// An access token.
+    pub fn issue(&self, user_id: Uuid, role: Role) -> Result<String, ApiError> {
+        self.encode(user_id, role, "access", self.access_ttl_s, None)
+    }
+
+    /// A refresh token with its id and family (the store holds the same).
+    pub fn issue_refresh(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        token_id: Uuid,
+        family_id: Uuid,
+    ) -> Result<String, ApiError> {
+        let session = Some((token_id, family_id));
+        self.encode(user_id, role, "refresh", self.refresh_ttl_s, session)
+    }
+
+    fn encode(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        typ: &str,
+        ttl: u64,
+        session: Option<(Uuid, Uuid)>,
+    ) -> Result<String, ApiError> {
         let now = Timestamp::now().millis() / 1000;
-        let ttl = if typ == "refresh" {
-            self.refresh_ttl_s
-        } else {
-            self.access_ttl_s
-        };
         let claims = Claims {
             sub: user_id,
             role,
             typ: typ.to_owned(),
             iat: now,
             exp: now + ttl as i64,
+            jti: session.map(|s| s.0),
+            fam: session.map(|s| s.1),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)
     }
 
+    /// The ids a valid, unexpired refresh token carries.
+    pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims, ApiError> {
+        let claims = self.decode(token, "refresh")?;
+        match (claims.jti, claims.fam) {
+            (Some(token_id), Some(family_id)) => Ok(RefreshClaims {
+                user_id: claims.sub,
+                token_id,
+                family_id,
+            }),
+            _ => Err(ApiError::unauthorized(
+                "this refresh token predates token rotation: log in again",
+            )),
+        }
+    }
+
     /// The user and role of a valid, unexpired token of kind `typ`.
     pub fn verify(&self, token: &str, typ: &str) -> Result<(Uuid, Role), ApiError> {
+        let claims = self.decode(token, typ)?;
+        Ok((claims.sub, claims.role))
+    }
+
+    fn decode(&self, token: &str, typ: &str) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
@@ -122,7 +177,7 @@ impl TokenKeys {
                 data.claims.typ
             )));
         }
-        Ok((data.claims.sub, data.claims.role))
+        Ok(data.claims)
     }
 }
 
@@ -181,6 +236,10 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Authenticated once by the access-table middleware.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let is_ws = parts.uri.path().ends_with("/ws");
         let token = bearer(parts)
             .or_else(|| is_ws.then(|| query_token(parts)).flatten())

@@ -6,12 +6,14 @@ mod audit;
 pub mod auth;
 pub mod error;
 mod extract;
+mod limits;
 mod openapi;
+pub mod rbac;
 pub mod routes;
 pub mod state;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -21,9 +23,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use codex32_shared::Backends;
-use codex32_shared::config::ApiConfig;
+use codex32_shared::config::{ApiConfig, Config};
 use codex32_shared::domain::Role;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -38,21 +39,13 @@ const BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Requests taking longer are answered with 503 rather than held forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The process-wide Prometheus recorder (metrics macros write to it).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
+pub use codex32_shared::telemetry::metrics_handle;
 
 /// Builds the API state; fails if the token secret is missing or weak.
-pub fn state(backends: Backends, config: &ApiConfig) -> anyhow::Result<AppState> {
+pub fn state(backends: Backends, common: &Config, config: &ApiConfig) -> anyhow::Result<AppState> {
+    let keyring = common
+        .keyring()
+        .map_err(|e| anyhow::anyhow!("CODEX32_SECRETS_KEY: {e}"))?;
     let secret = config
         .jwt_secret
         .as_ref()
@@ -69,6 +62,9 @@ pub fn state(backends: Backends, config: &ApiConfig) -> anyhow::Result<AppState>
         )),
         max_input_bytes: config.max_input_kb.saturating_mul(1024),
         metrics: metrics_handle(),
+        rate_limit_per_min: config.rate_limit_per_min,
+        login_limit_per_min: config.login_limit_per_min,
+        keyring: keyring.map(Arc::new),
         shutdown: CancellationToken::new(),
     })
 }
@@ -78,6 +74,7 @@ pub fn app(state: AppState) -> Router {
     let (router, doc) = openapi::router().split_for_parts();
     openapi::publish(doc);
     router
+        .route_layer(middleware::from_fn_with_state(state.clone(), rbac::enforce))
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -156,7 +153,8 @@ pub async fn serve(
         shutdown: shutdown.child_token(),
         ..state
     };
-    axum::serve(listener, app(state))
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())

@@ -22,7 +22,7 @@ static DOCUMENT: OnceLock<String> = OnceLock::new();
     info(title = "codex32", description = "Run bash and python bots on demand or on cron schedules, isolated, on a fleet of workers. \
         Authenticate with `POST /api/v1/auth/login`, then send `Authorization: Bearer <access token or API key>`."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "api-keys"), (name = "bots"), (name = "executions"), (name = "fleet"), (name = "health"), (name = "docs"))
+    tags((name = "auth"), (name = "users"), (name = "api-keys"), (name = "bots"), (name = "services"), (name = "webhooks"), (name = "secrets"), (name = "executions"), (name = "fleet"), (name = "health"), (name = "docs"))
 )]
 struct ApiDoc;
 

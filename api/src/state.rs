@@ -16,6 +16,12 @@ pub struct AppState {
     /// Largest execution input, in bytes of JSON.
     pub max_input_bytes: usize,
     pub metrics: PrometheusHandle,
+    /// Requests per minute per caller (0: none).
+    pub rate_limit_per_min: u32,
+    /// Login attempts per minute per account (0: none).
+    pub login_limit_per_min: u32,
+    /// Seals secrets; None when no key is configured (secrets are off).
+    pub keyring: Option<Arc<codex32_shared::secrets::Keyring>>,
     /// Cancelled when the server shuts down: long-lived connections (WebSockets), which
     /// graceful shutdown does not wait for, close on it.
     pub shutdown: CancellationToken,

@@ -40,6 +40,11 @@ impl Firing {
         }
     }
 
+    /// Whether this scheduler led at its last tick.
+    pub fn leading(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Keeps or takes the lead; while leading, fires what is due. Returns executions created.
     pub async fn tick(&mut self, backends: &Backends, now: Timestamp) -> anyhow::Result<usize> {
         let until = now.plus_millis(LEAD_FOR.as_millis() as i64);

@@ -6,7 +6,7 @@
 use codex32_shared::Backends;
 use codex32_shared::Timestamp;
 use codex32_shared::bus::Event;
-use codex32_shared::domain::{ExecStatus, Execution};
+use codex32_shared::domain::{BotKind, ExecStatus, Execution};
 use codex32_shared::queue::QueueItem;
 use codex32_shared::retry::RetryPolicy;
 use codex32_shared::store::Finish;
@@ -25,15 +25,19 @@ pub async fn reap_leases(
     let mut reaped = 0;
     for exec in expired {
         // The bot's own backoff, if its version can be read; the deployment's otherwise.
-        let policy = match backends
+        let version = backends
             .store
             .bot_version(exec.bot_id, exec.bot_version)
-            .await
-        {
-            Ok(Some(v)) => retry.for_bot(&v.spec),
-            _ => *retry,
+            .await;
+        let (policy, service) = match version {
+            Ok(Some(v)) => (retry.for_bot(&v.spec), v.spec.kind == BotKind::Service),
+            _ => (*retry, false),
         };
-        let finish = reap_decision(&exec, &policy, now);
+        let finish = if service {
+            move_service(&exec, now)
+        } else {
+            reap_decision(&exec, &policy, now)
+        };
         if !backends.store.finish_execution(&finish).await? {
             continue; // Renewed or finished meanwhile.
         }
@@ -57,7 +61,24 @@ pub async fn reap_leases(
     Ok(reaped)
 }
 
-fn reap_decision(exec: &Execution, retry: &RetryPolicy, now: Timestamp) -> Finish {
+/// A service whose worker was lost moves to another worker at once, however often it moved
+/// before (services have no attempts to run out of), unless it was being stopped.
+fn move_service(exec: &Execution, now: Timestamp) -> Finish {
+    let mut finish = reaped(exec, now);
+    if !exec.cancel_requested {
+        let worker = exec.worker_id.as_deref().unwrap_or("unknown");
+        finish.status = ExecStatus::Queued;
+        finish.run_at = Some(now);
+        finish.error = Some(format!(
+            "lease expired: worker {worker} stopped renewing it; the service moves to another worker of pool {}",
+            exec.pool
+        ));
+    }
+    finish
+}
+
+/// A reaper's write: no worker, no result; cancelled if a cancel was pending.
+fn reaped(exec: &Execution, now: Timestamp) -> Finish {
     let worker = exec.worker_id.as_deref().unwrap_or("unknown");
     let mut finish = Finish {
         id: exec.id,
@@ -78,7 +99,14 @@ fn reap_decision(exec: &Execution, retry: &RetryPolicy, now: Timestamp) -> Finis
         finish.error = Some(format!(
             "cancelled; worker {worker} stopped renewing its lease"
         ));
-    } else {
+    }
+    finish
+}
+
+fn reap_decision(exec: &Execution, retry: &RetryPolicy, now: Timestamp) -> Finish {
+    let worker = exec.worker_id.as_deref().unwrap_or("unknown");
+    let mut finish = reaped(exec, now);
+    if !exec.cancel_requested {
         let message = format!("lease expired: worker {worker} stopped renewing it");
         let decision = retry.after_failure(
             exec.attempt,

@@ -15,10 +15,12 @@ use codex32_shared::queue::QueueItem;
 use tokio_util::sync::CancellationToken;
 
 mod firing;
+mod keeper;
 mod leases;
 mod stranded;
 
 pub use firing::{Firing, LEAD_FOR};
+pub use keeper::keep_services;
 pub use leases::reap_leases;
 pub use stranded::Stranded;
 
@@ -60,7 +62,12 @@ pub async fn run(
                 log_failure("reap leases", reap_leases(&backends, &retry, Timestamp::now()).await);
                 log_failure("cron", firing.tick(&backends, Timestamp::now()).await);
             }
-            _ = reconcile_tick.tick() => log_failure("reconcile", reconcile(&backends, &mut stranded).await),
+            _ = reconcile_tick.tick() => {
+                log_failure("reconcile", reconcile(&backends, &mut stranded).await);
+                if firing.leading() {
+                    log_failure("services", keep_services(&backends).await);
+                }
+            }
         }
     }
     tracing::info!("Scheduler stopped.");

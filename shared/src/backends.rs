@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::bus::{Bus, BusError, memory::MemoryBus, redis::RedisBus};
 use crate::config::Config;
+use crate::limit::{LimitError, Limiter, memory::MemoryLimiter, redis::RedisLimiter};
 use crate::queue::{Queue, QueueError, memory::MemoryQueue, redis::RedisQueue};
 use crate::store::{self, Store, StoreError};
 
@@ -14,6 +15,8 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub bus: Arc<dyn Bus>,
+    /// Rate limits, shared by every API process when Redis is configured.
+    pub limiter: Arc<dyn Limiter>,
     /// False when the queue and bus live in this process: then api, scheduler and worker
     /// must all run in it (`codex32 dev`).
     pub distributed: bool,
@@ -27,6 +30,8 @@ pub enum ConnectError {
     Queue(#[from] QueueError),
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+    #[error("{0}")]
+    Limiter(#[from] LimitError),
 }
 
 impl Backends {
@@ -34,24 +39,24 @@ impl Backends {
     /// migrated by `codex32 migrate`.
     pub async fn connect(config: &Config) -> Result<Self, ConnectError> {
         let store = store::connect(&config.store_url()).await?;
-        let (queue, bus, distributed): (Arc<dyn Queue>, Arc<dyn Bus>, bool) =
-            match &config.redis_url {
-                Some(url) => (
-                    Arc::new(RedisQueue::connect(url.expose(), &config.redis_prefix).await?),
-                    Arc::new(RedisBus::connect(url.expose(), &config.redis_prefix).await?),
-                    true,
-                ),
-                None => (
-                    Arc::new(MemoryQueue::new()),
-                    Arc::new(MemoryBus::default()),
-                    false,
-                ),
-            };
-        Ok(Self {
-            store,
-            queue,
-            bus,
-            distributed,
+        Ok(match &config.redis_url {
+            Some(url) => {
+                let (url, prefix) = (url.expose(), &config.redis_prefix);
+                Self {
+                    store,
+                    queue: Arc::new(RedisQueue::connect(url, prefix).await?),
+                    bus: Arc::new(RedisBus::connect(url, prefix).await?),
+                    limiter: Arc::new(RedisLimiter::connect(url, prefix).await?),
+                    distributed: true,
+                }
+            }
+            None => Self {
+                store,
+                queue: Arc::new(MemoryQueue::new()),
+                bus: Arc::new(MemoryBus::default()),
+                limiter: Arc::new(MemoryLimiter::default()),
+                distributed: false,
+            },
         })
     }
 }

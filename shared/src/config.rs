@@ -56,6 +56,16 @@ pub enum SandboxMode {
     None,
 }
 
+/// What a worker does with an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// Runs the bot's program (isolated as `--sandbox` says). Always the default.
+    Real,
+    /// Benchmarking only: starts no process and completes each execution at once with its
+    /// input as its output, so a load test measures the orchestration path alone.
+    Noop,
+}
+
 /// Settings every role needs: where the store, queue and data live, and lease timing.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -95,6 +105,15 @@ pub struct Config {
     /// Longest retry delay in milliseconds.
     #[arg(long, env = "CODEX32_RETRY_MAX_MS", default_value_t = 300_000)]
     pub retry_max_ms: u64,
+
+    /// Master key of bots' secrets (at least 32 characters; the API and every worker need the
+    /// same). Unset: secrets are off. `dev` generates one in the data dir.
+    #[arg(long, env = "CODEX32_SECRETS_KEY")]
+    pub secrets_key: Option<Secret>,
+
+    /// The previous master key, during a rotation (`codex32 rotate-secrets-key`).
+    #[arg(long, env = "CODEX32_SECRETS_OLD_KEY")]
+    pub secrets_old_key: Option<Secret>,
 }
 
 impl Config {
@@ -107,6 +126,15 @@ impl Config {
             base: Duration::from_millis(self.retry_base_ms),
             max: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
         }
+    }
+
+    /// The secrets keyring, if a key is configured.
+    pub fn keyring(&self) -> Result<Option<crate::secrets::Keyring>, crate::secrets::SecretError> {
+        let Some(key) = &self.secrets_key else {
+            return Ok(None);
+        };
+        let old = self.secrets_old_key.as_ref().map(Secret::expose);
+        crate::secrets::Keyring::new(key.expose(), old).map(Some)
     }
 
     /// The store URL, defaulting to a SQLite file in the data directory.
@@ -148,6 +176,14 @@ pub struct ApiConfig {
     /// Largest execution input accepted, in KiB.
     #[arg(long, env = "CODEX32_MAX_INPUT_KB", default_value_t = 1024)]
     pub max_input_kb: usize,
+
+    /// Requests per minute per user or API key (and per IP without credentials); 0: no limit.
+    #[arg(long, env = "CODEX32_RATE_LIMIT_PER_MIN", default_value_t = 6000)]
+    pub rate_limit_per_min: u32,
+
+    /// Login attempts per minute per account (and 6 times as many per IP); 0: no limit.
+    #[arg(long, env = "CODEX32_LOGIN_LIMIT_PER_MIN", default_value_t = 10)]
+    pub login_limit_per_min: u32,
 }
 
 /// Settings of the worker role.
@@ -178,9 +214,18 @@ pub struct WorkerConfig {
     #[arg(long, env = "CODEX32_SANDBOX", value_enum)]
     pub sandbox: Option<SandboxMode>,
 
+    /// `real` runs bots (the default); `noop` is a benchmarking mode that runs nothing and
+    /// completes each execution with its input as output (see loadtest/README.md).
+    #[arg(long, env = "CODEX32_EXECUTOR", value_enum, default_value = "real")]
+    pub executor: ExecutorKind,
+
     /// Id of this worker (default: hostname, pid and a random suffix).
     #[arg(long, env = "CODEX32_WORKER_ID")]
     pub worker_id: Option<String>,
+
+    /// Address of the worker's own `/healthz` and `/readyz` (for liveness probes); unset: none.
+    #[arg(long, env = "CODEX32_WORKER_HEALTH_BIND")]
+    pub health_bind: Option<std::net::SocketAddr>,
 }
 
 /// Settings of the scheduler role.
@@ -193,4 +238,30 @@ pub struct SchedulerConfig {
     /// Seconds between passes that re-enqueue queued executions missing from the queue.
     #[arg(long, env = "CODEX32_RECONCILE_INTERVAL_S", default_value_t = 5)]
     pub reconcile_interval_s: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{ExecutorKind, WorkerConfig};
+
+    #[derive(Parser)]
+    struct Worker {
+        #[command(flatten)]
+        worker: WorkerConfig,
+    }
+
+    #[test]
+    fn a_worker_runs_the_real_executor_unless_noop_is_asked_for() {
+        // The environment would choose instead; this test is about what no choice means.
+        if std::env::var_os("CODEX32_EXECUTOR").is_some() {
+            return;
+        }
+        let plain = Worker::try_parse_from(["worker"]).expect("no flags");
+        assert_eq!(plain.worker.executor, ExecutorKind::Real);
+        let noop = Worker::try_parse_from(["worker", "--executor", "noop"]).expect("noop");
+        assert_eq!(noop.worker.executor, ExecutorKind::Noop);
+        assert!(Worker::try_parse_from(["worker", "--executor", "fast"]).is_err());
+    }
 }

@@ -51,7 +51,56 @@ pub async fn submit(
     if !created {
         return Ok((exec, false));
     }
-    let event = match exec.run_at.filter(|at| *at > now) {
+    let event = first_event(&exec, now, why);
+    if let Err(e) = backends.store.record_events(&[event]).await {
+        tracing::warn!(execution_id = %exec.id, error = %e, "Cannot record the queued event.");
+    }
+    if let Err(e) = backends.queue.enqueue(&[QueueItem::from(&exec)]).await {
+        tracing::warn!(execution_id = %exec.id, error = %e, "Queue unavailable; the reconciler will enqueue this execution.");
+    }
+    let _ = backends.bus.publish(&Event::updated(&exec)).await;
+    Ok((exec, true))
+}
+
+/// Creates several executions at once — all durable, in one transaction, before anything is
+/// queued — and puts the new ones on their way with one timeline write, one queue call and
+/// pipelined announcements. Returns each with whether it is new, in the order of `news`.
+pub async fn submit_many(
+    backends: &Backends,
+    news: &[NewExecution],
+    owner_id: Uuid,
+    why: &str,
+) -> Result<Vec<(Execution, bool)>, StoreError> {
+    let now = Timestamp::now();
+    let results = backends
+        .store
+        .create_executions(news, owner_id, now)
+        .await?;
+    let created: Vec<&Execution> = results
+        .iter()
+        .filter(|(_, new)| *new)
+        .map(|(e, _)| e)
+        .collect();
+    if created.is_empty() {
+        return Ok(results);
+    }
+    let events: Vec<NewEvent> = created.iter().map(|e| first_event(e, now, why)).collect();
+    if let Err(e) = backends.store.record_events(&events).await {
+        tracing::warn!(executions = created.len(), error = %e, "Cannot record the queued events of a batch.");
+    }
+    let items: Vec<QueueItem> = created.iter().map(|e| QueueItem::from(*e)).collect();
+    if let Err(e) = backends.queue.enqueue(&items).await {
+        tracing::warn!(executions = created.len(), error = %e, "Queue unavailable; the reconciler will enqueue this batch.");
+    }
+    // Concurrent publishes share one multiplexed connection: Redis receives them pipelined.
+    let updates: Vec<Event> = created.iter().map(|e| Event::updated(e)).collect();
+    futures::future::join_all(updates.iter().map(|u| backends.bus.publish(u))).await;
+    Ok(results)
+}
+
+/// The first timeline entry of a new execution: queued, or delayed until its `run_at`.
+fn first_event(exec: &Execution, now: Timestamp, why: &str) -> NewEvent {
+    match exec.run_at.filter(|at| *at > now) {
         Some(at) => NewEvent {
             execution_id: exec.id,
             at: now,
@@ -64,15 +113,7 @@ pub async fn submit(
             kind: "queued",
             message: format!("{why}; queued in pool {}", exec.pool),
         },
-    };
-    if let Err(e) = backends.store.record_events(&[event]).await {
-        tracing::warn!(execution_id = %exec.id, error = %e, "Cannot record the queued event.");
     }
-    if let Err(e) = backends.queue.enqueue(&[QueueItem::from(&exec)]).await {
-        tracing::warn!(execution_id = %exec.id, error = %e, "Queue unavailable; the reconciler will enqueue this execution.");
-    }
-    let _ = backends.bus.publish(&Event::updated(&exec)).await;
-    Ok((exec, true))
 }
 
 /// Cancels an execution for whatever reason (a user, a schedule's `cancel_previous`): a queued

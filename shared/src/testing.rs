@@ -4,7 +4,7 @@
 //! The PostgreSQL server comes from `CODEX32_TEST_DATABASE_URL` (the test script sets it up);
 //! Redis is started here from the `redis-server` binary, listening on a private Unix socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,7 @@ impl Drop for TestSchema {
 pub struct TestRedis {
     pub url: String,
     child: Child,
+    socket: PathBuf,
     _dir: tempfile_dir::Dir,
 }
 
@@ -83,6 +84,17 @@ impl TestRedis {
     pub fn start() -> Self {
         let dir = tempfile_dir::Dir::new();
         let socket = dir.path.join("redis.sock");
+        let child = Self::spawn(&socket, &dir.path);
+        Self {
+            url: format!("redis+unix://{}", socket.display()),
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(socket: &Path, dir: &Path) -> Child {
+        let _ = std::fs::remove_file(socket);
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -93,9 +105,9 @@ impl TestRedis {
                 "no",
                 "--unixsocket",
             ])
-            .arg(&socket)
+            .arg(socket)
             .args(["--dir"])
-            .arg(&dir.path)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -108,11 +120,20 @@ impl TestRedis {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        Self {
-            url: format!("redis+unix://{}", socket.display()),
-            child,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// Kills the server (an outage); [`TestRedis::restart`] brings up an empty one.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// A fresh, empty server on the same socket (Redis lost everything).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(&self.socket, &self._dir.path);
     }
 }
 

@@ -98,6 +98,8 @@ mod leases;
 mod ops;
 #[path = "store_conformance/scheduling.rs"]
 mod scheduling;
+#[path = "store_conformance/services.rs"]
+mod services;
 #[path = "store_conformance/users.rs"]
 mod users;
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 pub const ADMIN_EMAIL: &str = "admin@test.local";
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
-const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 /// A codex32 process, stopped when dropped.
 pub struct Proc {
@@ -80,6 +80,9 @@ pub fn base_env(dir: &Path) -> Vec<(String, String)> {
         ("CODEX32_SCHEDULER_TICK_MS", "100".into()),
         ("CODEX32_RECONCILE_INTERVAL_S", "1".into()),
         ("CODEX32_DRAIN_TIMEOUT_S", "5".into()),
+        // Tests drive thousands of requests a minute; the limits' own tests set them.
+        ("CODEX32_RATE_LIMIT_PER_MIN", "0".into()),
+        ("CODEX32_LOGIN_LIMIT_PER_MIN", "0".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -470,4 +473,16 @@ pub fn processes_with_arg(arg: &str) -> usize {
             !zombie && cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes())
         })
         .count()
+}
+
+impl Client {
+    /// A new API key of the bootstrap admin with `role` (the way the load harness logs in).
+    pub async fn api_key(&self, role: &str) -> String {
+        let name = format!("key-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let (status, body) = self
+            .post("/api-keys", json!({"name": name, "role": role}))
+            .await;
+        assert_eq!(status, 201, "create API key: {body}");
+        body["key"].as_str().expect("key").to_owned()
+    }
 }

@@ -11,11 +11,15 @@ use codex32_shared::Timestamp;
 use codex32_shared::bus::Event;
 use codex32_shared::config::{Config, WorkerConfig};
 use codex32_shared::domain::{WorkerInfo, check_name};
+use std::future::Future;
+
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::executor::Executor;
+use crate::health;
 use crate::heartbeat;
 use crate::runner::{self, Ctx, StopReason};
 
@@ -42,7 +46,10 @@ pub async fn run(
         .context("cannot resolve the data directory")?;
     std::fs::create_dir_all(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
-    let ctx = Arc::new(Ctx::new(
+    let keyring = config
+        .keyring()
+        .map_err(|e| anyhow::anyhow!("CODEX32_SECRETS_KEY: {e}"))?;
+    let mut ctx = Ctx::new(
         backends,
         worker_id.clone(),
         executor,
@@ -50,26 +57,52 @@ pub async fn run(
         config.retry_policy(),
         runs_dir,
         wc.log_limit_kb.saturating_mul(1024),
-    ));
+    );
+    ctx.keyring = keyring.map(Arc::new);
+    let ctx = Arc::new(ctx);
     let mut info = worker_info(&worker_id, wc, ctx.executor.isolation());
     heartbeat::report(&ctx, &mut info, "alive").await;
     tracing::info!(worker_id = %worker_id, pools = ?wc.pools, slots = wc.concurrency, "Worker started.");
 
     let background = CancellationToken::new();
-    let beats = tokio::spawn(heartbeat::beat(
-        ctx.clone(),
-        info.clone(),
-        background.clone(),
-    ));
+    if let Some(addr) = wc.health_bind {
+        health::serve(addr, ctx.clone(), background.clone()).await?;
+    }
     // Pulling stops on shutdown (SIGTERM) or on a drain requested through the API.
     let stop_pulling = shutdown.child_token();
-    let listener = tokio::spawn(listen(
-        ctx.clone(),
-        background.clone(),
-        stop_pulling.clone(),
-    ));
+    let tasks = [
+        supervised("heartbeat", &background, {
+            let (ctx, info, stop) = (ctx.clone(), info.clone(), background.clone());
+            move || heartbeat::beat(ctx.clone(), info.clone(), stop.clone())
+        }),
+        supervised("health monitor", &background, {
+            let (ctx, stop) = (ctx.clone(), background.clone());
+            move || health::monitor(ctx.clone(), stop.clone())
+        }),
+        supervised("event listener", &background, {
+            let (ctx, stop, stop_pulling) = (ctx.clone(), background.clone(), stop_pulling.clone());
+            move || listen(ctx.clone(), stop.clone(), stop_pulling.clone())
+        }),
+    ];
     let tracker = TaskTracker::new();
-    pull(&ctx, wc, &tracker, &stop_pulling).await;
+    let slots = Arc::new(Semaphore::new(wc.concurrency as usize));
+    let pulling = supervised("pull loop", &stop_pulling, {
+        let (ctx, pools, tracker) = (ctx.clone(), wc.pools.clone(), tracker.clone());
+        let (slots, stop) = (slots.clone(), stop_pulling.clone());
+        move || {
+            pull(
+                ctx.clone(),
+                pools.clone(),
+                slots.clone(),
+                tracker.clone(),
+                stop.clone(),
+            )
+        }
+    });
+    let _ = pulling.await;
+    ctx.health
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     drain(
         &ctx,
         &tracker,
@@ -78,7 +111,7 @@ pub async fn run(
     )
     .await;
     background.cancel();
-    let _ = tokio::join!(beats, listener);
+    futures::future::join_all(tasks).await;
     info.running = 0;
     heartbeat::report(&ctx, &mut info, "gone").await;
     tracing::info!(worker_id = %worker_id, "Worker stopped.");
@@ -116,14 +149,50 @@ fn worker_info(id: &str, wc: &WorkerConfig, sandbox: String) -> WorkerInfo {
     }
 }
 
+/// Runs a task of the worker until it returns; restarts it after a panic (the self-healing
+/// supervisor: a bug in one task must not leave a worker that looks alive but does nothing).
+fn supervised<F, Fut>(name: &'static str, stop: &CancellationToken, mut make: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(make()).await {
+                Err(e) if e.is_panic() && !stop.is_cancelled() => {
+                    let panic = panic_message(e);
+                    tracing::error!(task = name, panic = %panic, "A worker task panicked; restarting it.");
+                    metrics::counter!("codex32_worker_task_restarts_total", "task" => name)
+                        .increment(1);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
+    })
+}
+
+/// The message a panic carried.
+pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned()),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Claims while slots are free, until shutdown. Queue errors back off; they never end the loop.
 async fn pull(
-    ctx: &Arc<Ctx>,
-    wc: &WorkerConfig,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
+    ctx: Arc<Ctx>,
+    pools: Vec<String>,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(wc.concurrency as usize));
     let mut backoff = Duration::from_millis(100);
     loop {
         let permit = tokio::select! {
@@ -132,19 +201,31 @@ async fn pull(
         };
         let claimed = tokio::select! {
             _ = shutdown.cancelled() => return,
-            claimed = ctx.backends.queue.claim(&wc.pools, ctx.lease_ttl, CLAIM_WAIT) => claimed,
+            claimed = ctx.backends.queue.claim(&pools, ctx.lease_ttl, CLAIM_WAIT) => claimed,
         };
+        if claimed.is_ok() {
+            ctx.health.queue(Ok(()));
+        }
         match claimed {
             Ok(Some(lease)) => {
                 backoff = Duration::from_millis(100);
                 let ctx = ctx.clone();
                 tracker.spawn(async move {
-                    runner::run(ctx, lease).await;
+                    let run = tokio::spawn(runner::run(ctx.clone(), lease.clone())).await;
+                    if let Err(e) = run
+                        && e.is_panic()
+                    {
+                        let panic = panic_message(e);
+                        tracing::error!(execution_id = %lease.id, panic = %panic, "A slot's task panicked; releasing its execution and freeing the slot.");
+                        metrics::counter!("codex32_worker_task_restarts_total", "task" => "slot").increment(1);
+                        runner::recover_panic(&ctx, &lease, &panic).await;
+                    }
                     drop(permit);
                 });
             }
             Ok(None) => {}
             Err(e) => {
+                ctx.health.queue(Err(e.to_string()));
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Cannot claim from the queue.");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -160,6 +241,13 @@ async fn pull(
 /// handed back.
 async fn drain(ctx: &Arc<Ctx>, tracker: &TaskTracker, grace: Duration, info: &mut WorkerInfo) {
     tracker.close();
+    let services = ctx.stop_services();
+    if services > 0 {
+        tracing::info!(
+            services,
+            "Draining: handing services over to other workers."
+        );
+    }
     let running = ctx.running_count();
     if running > 0 {
         tracing::info!(
@@ -192,6 +280,10 @@ async fn listen(ctx: Arc<Ctx>, stop: CancellationToken, stop_pulling: Cancellati
             Ok(Event::CancelRequested { execution_id }) => {
                 ctx.stop_one(execution_id, StopReason::Cancelled)
             }
+            Ok(Event::RestartRequested {
+                execution_id,
+                reason,
+            }) => ctx.restart_one(execution_id, reason),
             Ok(Event::DrainRequested { worker_id }) if worker_id == ctx.worker_id => {
                 tracing::info!(worker_id = %worker_id, "Drain requested through the API.");
                 stop_pulling.cancel();

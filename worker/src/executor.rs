@@ -36,6 +36,11 @@ pub struct Job {
     pub resources: Resources,
     /// A fresh directory of this attempt; removed by the caller afterwards.
     pub workdir: PathBuf,
+    /// A service's health probe runs in its service's working directory under its own
+    /// script name, leaving the service's script and input untouched.
+    pub probe: bool,
+    /// The bot's secrets, as environment variables (names checked when they were stored).
+    pub env: Vec<(String, String)>,
 }
 
 /// How the program ended.
@@ -88,6 +93,10 @@ pub trait Executor: Send + Sync {
     fn sandboxed(&self) -> bool;
     /// What isolation is in force, for the worker's registration.
     fn isolation(&self) -> String;
+    /// Whether bots' logs say they ran without a sandbox (false where nothing runs at all).
+    fn warns_unsandboxed(&self) -> bool {
+        !self.sandboxed()
+    }
 }
 
 /// Names of the files a bot reads and writes in its working directory.
@@ -120,6 +129,7 @@ impl ProcessExecutor {
             .env("CODEX32_OUTPUT", job.workdir.join(OUTPUT_FILE))
             .env("CODEX32_EXECUTION_ID", job.execution_id.to_string())
             .env("CODEX32_ATTEMPT", job.attempt.to_string())
+            .envs(job.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -143,12 +153,16 @@ pub(crate) fn prepare(job: &Job) -> Result<&'static str, ExecError> {
         source,
     };
     std::fs::create_dir_all(&job.workdir).map_err(err)?;
-    let script = match job.runtime {
-        Runtime::Bash => "bot.sh",
-        Runtime::Python => "bot.py",
+    let script = match (job.probe, job.runtime) {
+        (true, Runtime::Bash) => "probe.sh",
+        (true, Runtime::Python) => "probe.py",
+        (false, Runtime::Bash) => "bot.sh",
+        (false, Runtime::Python) => "bot.py",
     };
     std::fs::write(job.workdir.join(script), &job.script).map_err(err)?;
-    std::fs::write(job.workdir.join(INPUT_FILE), &job.input).map_err(err)?;
+    if !job.probe {
+        std::fs::write(job.workdir.join(INPUT_FILE), &job.input).map_err(err)?;
+    }
     Ok(script)
 }
 

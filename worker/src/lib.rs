@@ -5,10 +5,14 @@
 
 mod dispatch;
 pub mod executor;
+mod health;
 mod heartbeat;
 mod logs;
+pub mod noop;
 mod runner;
 pub mod sandboxed;
+mod service;
 mod verdict;
 
 pub use dispatch::run;
+pub use logs::LogSink;

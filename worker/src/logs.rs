@@ -9,6 +9,7 @@ use std::time::Duration;
 use codex32_shared::Timestamp;
 use codex32_shared::bus::{Bus, Event};
 use codex32_shared::domain::LogStream;
+use codex32_shared::domain::service::LOG_TAIL_LINES;
 use codex32_shared::store::{NewLogLine, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,6 +41,60 @@ impl LogSink {
     }
 }
 
+impl LogSink {
+    /// A sink that keeps only the last `keep` lines, for output nobody stores (a probe's).
+    pub fn capture(keep: usize) -> (LogSink, JoinHandle<Vec<String>>) {
+        let (tx, mut rx) = mpsc::channel::<(LogStream, String)>(64);
+        let collector = tokio::spawn(async move {
+            let mut lines = std::collections::VecDeque::with_capacity(keep);
+            while let Some((_, line)) = rx.recv().await {
+                if lines.len() == keep {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+            lines.into_iter().collect()
+        });
+        (LogSink { tx }, collector)
+    }
+}
+
+/// What replaces a secret's value in logs and output.
+pub const REDACTED: &str = "[redacted]";
+
+/// `line` with every secret value replaced.
+pub fn redact_line(line: String, secrets: &[String]) -> String {
+    if !secrets.iter().any(|s| line.contains(s.as_str())) {
+        return line;
+    }
+    secrets
+        .iter()
+        .fold(line, |line, secret| line.replace(secret.as_str(), REDACTED))
+}
+
+/// `value` with every secret replaced in its strings (keys included).
+pub fn redact_value(value: serde_json::Value, secrets: &[String]) -> serde_json::Value {
+    use serde_json::Value;
+    if secrets.is_empty() {
+        return value;
+    }
+    match value {
+        Value::String(s) => Value::String(redact_line(s, secrets)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| redact_value(v, secrets))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (redact_line(k, secrets), redact_value(v, secrets)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// What the writer learnt from the whole output.
 #[derive(Debug, Default)]
 pub struct LogSummary {
@@ -48,6 +103,8 @@ pub struct LogSummary {
     pub truncated: bool,
     /// The bot printed a line starting with [`NO_RETRY_MARKER`]: a retry cannot help.
     pub no_retry: bool,
+    /// The last lines the program printed, even past the cap (a service's crash report).
+    pub tail: std::collections::VecDeque<String>,
 }
 
 /// A line a bot prints (on stdout or stderr) to say its failure is not worth retrying.
@@ -60,6 +117,7 @@ pub fn start(
     execution_id: Uuid,
     attempt: i32,
     limit_bytes: usize,
+    redact: Arc<[String]>,
 ) -> (LogSink, JoinHandle<LogSummary>) {
     let (tx, rx) = mpsc::channel(1024);
     let writer = Writer {
@@ -68,6 +126,7 @@ pub fn start(
         execution_id,
         attempt,
         limit_bytes,
+        redact,
         used: 0,
         pending: Vec::new(),
         summary: LogSummary::default(),
@@ -81,6 +140,8 @@ struct Writer {
     execution_id: Uuid,
     attempt: i32,
     limit_bytes: usize,
+    /// Secret values, replaced before a line is kept or published.
+    redact: Arc<[String]>,
     used: usize,
     pending: Vec<NewLogLine>,
     summary: LogSummary,
@@ -108,11 +169,18 @@ impl Writer {
     }
 
     async fn accept(&mut self, stream: LogStream, line: String) {
+        let line = redact_line(line, &self.redact);
         if stream != LogStream::System && line.starts_with(NO_RETRY_MARKER) {
             self.summary.no_retry = true;
         }
         if stream == LogStream::Stdout && !line.trim().is_empty() {
             self.summary.last_stdout = Some(line.clone());
+        }
+        if stream != LogStream::System {
+            if self.summary.tail.len() == LOG_TAIL_LINES {
+                self.summary.tail.pop_front();
+            }
+            self.summary.tail.push_back(line.clone());
         }
         if self.summary.truncated {
             return;

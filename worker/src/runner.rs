@@ -10,15 +10,16 @@ use std::time::Duration;
 use codex32_shared::Backends;
 use codex32_shared::Timestamp;
 use codex32_shared::bus::Event;
-use codex32_shared::domain::{BotSpec, ExecStatus, Execution};
+use codex32_shared::domain::{BotKind, BotSpec, ExecStatus, Execution};
 use codex32_shared::queue::{Lease, QueueItem};
 use codex32_shared::retry::RetryPolicy;
-use codex32_shared::store::NewEvent;
+use codex32_shared::store::{Finish, NewEvent};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::executor::{Executor, Job};
 use crate::logs;
+use crate::service;
 use crate::verdict::{self, Verdict};
 
 /// How long an execution held back by its bot's concurrency limit waits before it is offered
@@ -34,11 +35,16 @@ pub(crate) enum StopReason {
     LeaseLost,
 }
 
-/// The stop switch of one running execution; the first reason given wins.
+/// The stop switch of one running execution; the first reason given wins. A service's
+/// program can also be restarted through it, without ending the execution.
 #[derive(Default)]
 pub(crate) struct Stop {
     pub token: CancellationToken,
     reason: OnceLock<StopReason>,
+    /// Whether the execution is a service (drained first, and restartable).
+    pub service: std::sync::atomic::AtomicBool,
+    pub restart: tokio::sync::Notify,
+    restart_reason: Mutex<Option<String>>,
 }
 
 impl Stop {
@@ -47,8 +53,25 @@ impl Stop {
         self.token.cancel();
     }
 
-    fn reason(&self) -> Option<StopReason> {
+    pub fn reason(&self) -> Option<StopReason> {
         self.reason.get().copied()
+    }
+
+    /// Asks a service's supervisor to restart its program now.
+    pub fn request_restart(&self, why: String) {
+        if let Ok(mut reason) = self.restart_reason.lock() {
+            *reason = Some(why);
+        }
+        self.restart.notify_one();
+    }
+
+    /// The reason of the pending restart request, taken.
+    pub fn take_restart_reason(&self) -> Option<String> {
+        self.restart_reason.lock().ok().and_then(|mut r| r.take())
+    }
+
+    fn is_service(&self) -> bool {
+        self.service.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -65,6 +88,9 @@ pub(crate) struct Ctx {
     versions: Mutex<HashMap<(Uuid, i32), Arc<BotSpec>>>,
     /// Executions this worker already recorded as waiting for a concurrency slot.
     waiting: Mutex<std::collections::HashSet<Uuid>>,
+    pub health: crate::health::Health,
+    /// Opens bots' secrets; None when no key is configured.
+    pub keyring: Option<Arc<codex32_shared::secrets::Keyring>>,
 }
 
 impl Ctx {
@@ -89,6 +115,8 @@ impl Ctx {
             running: Mutex::default(),
             versions: Mutex::default(),
             waiting: Mutex::default(),
+            health: crate::health::Health::default(),
+            keyring: None,
         }
     }
 
@@ -106,6 +134,22 @@ impl Ctx {
     pub fn stop_one(&self, id: Uuid, reason: StopReason) {
         if let Some(stop) = self.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
             stop.stop(reason);
+        }
+    }
+
+    /// Hands every service back (a drain moves services at once: they never finish).
+    pub fn stop_services(&self) -> usize {
+        let Ok(running) = self.running.lock() else {
+            return 0;
+        };
+        let services: Vec<_> = running.values().filter(|s| s.is_service()).collect();
+        services.iter().for_each(|s| s.stop(StopReason::Shutdown));
+        services.len()
+    }
+
+    pub fn restart_one(&self, id: Uuid, why: String) {
+        if let Some(stop) = self.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
+            stop.request_restart(why);
         }
     }
 
@@ -140,13 +184,13 @@ impl Ctx {
     }
 
     /// Appends to an execution's timeline; a lost entry is logged, never fatal.
-    async fn record(&self, event: NewEvent) {
+    pub(crate) async fn record(&self, event: NewEvent) {
         if let Err(e) = self.backends.store.record_events(&[event]).await {
             tracing::warn!(error = %e, "Cannot record a timeline event.");
         }
     }
 
-    async fn publish(&self, event: Event) {
+    pub(crate) async fn publish(&self, event: Event) {
         if let Err(e) = self.backends.bus.publish(&event).await {
             tracing::debug!(error = %e, "Event not published.");
         }
@@ -199,12 +243,100 @@ pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
         lease.clone(),
         stop.clone(),
     ));
+    let guard = Running {
+        ctx: ctx.clone(),
+        id: exec.id,
+        keeper,
+    };
     let verdict = execute(&ctx, &exec, &stop).await;
-    keeper.abort();
-    if let Ok(mut running) = ctx.running.lock() {
-        running.remove(&exec.id);
+    drop(guard);
+    if stop.is_service() {
+        service::handing_back(&ctx, &exec, stop.reason()).await;
     }
-    conclude(&ctx, &exec, &lease, verdict, stop.reason()).await;
+    let finish = conclude(&ctx, &exec, &lease, verdict, stop.reason()).await;
+    if let Some(finish) = finish.filter(|_| stop.is_service()) {
+        service::ended(&ctx, &exec, &finish).await;
+    }
+}
+
+/// What a running execution holds on this worker, released however its task ends — also
+/// by a panic, so a crashed slot never keeps renewing a lease nobody works on.
+struct Running {
+    ctx: Arc<Ctx>,
+    id: Uuid,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.keeper.abort();
+        if let Ok(mut running) = self.ctx.running.lock() {
+            running.remove(&self.id);
+        }
+    }
+}
+
+/// After a slot's task panicked: the attempt fails (retried by the bot's policy, like any
+/// failure, so a panic that repeats cannot loop forever) and the slot is free again.
+pub(crate) async fn recover_panic(ctx: &Ctx, lease: &Lease, panic: &str) {
+    let _ = ctx.backends.queue.ack(lease).await;
+    let exec = match ctx.backends.store.get_execution(lease.id).await {
+        Ok(Some(e))
+            if e.status == ExecStatus::Running
+                && e.worker_id.as_deref() == Some(ctx.worker_id.as_str()) =>
+        {
+            e
+        }
+        _ => return, // Never claimed, or already written: nothing to undo.
+    };
+    let policy = match ctx.spec(&exec).await {
+        Ok(spec) => ctx.retry.for_bot(&spec),
+        Err(_) => ctx.retry,
+    };
+    let now = Timestamp::now();
+    let message = format!(
+        "worker {} crashed while running it ({panic})",
+        ctx.worker_id
+    );
+    let decision = policy.after_failure(
+        exec.attempt,
+        exec.max_attempts,
+        now,
+        ExecStatus::Failed,
+        &message,
+    );
+    let finish = Finish {
+        id: exec.id,
+        attempt: exec.attempt,
+        worker_id: Some(ctx.worker_id.clone()),
+        status: decision.status,
+        output: None,
+        error: Some(decision.error),
+        exit_code: None,
+        at: now,
+        duration_ms: None,
+        run_at: decision.run_at,
+        usage: None,
+        sandboxed: None,
+    };
+    match ctx.backends.store.finish_execution(&finish).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(execution_id = %exec.id, error = %e, "Cannot release a crashed slot's execution; its lease will expire.");
+            return;
+        }
+    }
+    if finish.status == ExecStatus::Queued {
+        let item = QueueItem {
+            id: exec.id,
+            pool: exec.pool.clone(),
+            priority: exec.priority,
+            run_at: finish.run_at,
+        };
+        let _ = ctx.backends.queue.enqueue(&[item]).await;
+    }
+    ctx.publish(Event::finished(&exec, &finish)).await;
 }
 
 /// Puts back an execution the store refused: when its bot runs `max_concurrency` executions
@@ -297,30 +429,106 @@ async fn keep_lease(ctx: Arc<Ctx>, exec: Execution, lease: Lease, stop: Arc<Stop
     }
 }
 
-async fn execute(ctx: &Ctx, exec: &Execution, stop: &Stop) -> Verdict {
-    let started = std::time::Instant::now();
-    let workdir = ctx.runs_dir.join(format!("{}-{}", exec.id, exec.attempt));
-    let (sink, writer) = logs::start(
-        ctx.backends.store.clone(),
-        ctx.backends.bus.clone(),
-        exec.id,
-        exec.attempt,
-        ctx.log_limit,
-    );
+/// The job of an execution of `spec`, in `workdir`, with its secrets.
+pub(crate) fn job_for(
+    exec: &Execution,
+    spec: &BotSpec,
+    workdir: PathBuf,
+    timeout: Duration,
+    secrets: &Secrets,
+) -> Job {
+    Job {
+        env: secrets.env.clone(),
+        execution_id: exec.id,
+        attempt: exec.attempt,
+        runtime: spec.runtime,
+        script: spec.script.clone(),
+        input: serde_json::to_vec(&exec.input).unwrap_or_else(|_| b"null".to_vec()),
+        timeout,
+        resources: spec.resources,
+        workdir,
+        probe: false,
+    }
+}
+
+/// An execution's secrets: its environment, and the values to scrub from its logs and output.
+#[derive(Default, Clone)]
+pub(crate) struct Secrets {
+    pub env: Vec<(String, String)>,
+    pub redact: Arc<[String]>,
+}
+
+impl Secrets {
+    fn new(env: Vec<(String, String)>) -> Self {
+        let min = codex32_shared::secrets::MIN_REDACTED_CHARS;
+        let mut values: Vec<String> = env
+            .iter()
+            .map(|(_, v)| v.clone())
+            .filter(|v| v.chars().count() >= min)
+            .collect();
+        // Longest first, so a secret containing another is replaced whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        Self {
+            env,
+            redact: values.into(),
+        }
+    }
+}
+
+impl Ctx {
+    /// The execution's secrets (owner's and bot's), opened.
+    pub(crate) async fn secrets(&self, exec: &Execution) -> Result<Secrets, String> {
+        let env = codex32_shared::secrets::resolve(
+            self.backends.store.as_ref(),
+            self.keyring.as_deref(),
+            exec.bot_id,
+            exec.owner_id,
+        )
+        .await?;
+        Ok(Secrets::new(env))
+    }
+
+    /// The working directory of an attempt.
+    pub(crate) fn workdir(&self, exec: &Execution) -> PathBuf {
+        self.runs_dir.join(format!("{}-{}", exec.id, exec.attempt))
+    }
+
+    /// The log writer of an attempt (a service: of one start of its program).
+    pub(crate) fn log_sink(
+        &self,
+        exec: &Execution,
+        secrets: &Secrets,
+    ) -> (logs::LogSink, tokio::task::JoinHandle<logs::LogSummary>) {
+        logs::start(
+            self.backends.store.clone(),
+            self.backends.bus.clone(),
+            exec.id,
+            exec.attempt,
+            self.log_limit,
+            secrets.redact.clone(),
+        )
+    }
+}
+
+async fn execute(ctx: &Arc<Ctx>, exec: &Execution, stop: &Arc<Stop>) -> Verdict {
     let spec = ctx.spec(exec).await;
-    let ending = match &spec {
-        Ok(spec) => {
-            let job = Job {
-                execution_id: exec.id,
-                attempt: exec.attempt,
-                runtime: spec.runtime,
-                script: spec.script.clone(),
-                input: serde_json::to_vec(&exec.input).unwrap_or_else(|_| b"null".to_vec()),
-                timeout: Duration::from_secs(u64::from(spec.timeout_s)),
-                resources: spec.resources,
-                workdir: workdir.clone(),
-            };
-            if !ctx.executor.sandboxed() && exec.attempt == 1 {
+    if let Ok(spec) = &spec
+        && spec.kind == BotKind::Service
+    {
+        stop.service
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        return service::supervise(ctx, exec, spec.clone(), stop).await;
+    }
+    let started = std::time::Instant::now();
+    let workdir = ctx.workdir(exec);
+    let secrets = ctx.secrets(exec).await;
+    let (sink, writer) = ctx.log_sink(exec, secrets.as_ref().unwrap_or(&Secrets::default()));
+    let ending = match (&spec, &secrets) {
+        (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        (Ok(spec), Ok(secrets)) => {
+            let timeout = Duration::from_secs(u64::from(spec.timeout_s));
+            let job = job_for(exec, spec, workdir.clone(), timeout, secrets);
+            if ctx.executor.warns_unsandboxed() && exec.attempt == 1 {
                 sink.system("[codex32] running without a sandbox (plain child process)")
                     .await;
             }
@@ -329,7 +537,6 @@ async fn execute(ctx: &Ctx, exec: &Execution, stop: &Stop) -> Verdict {
                 .await
                 .map_err(|e| e.to_string())
         }
-        Err(e) => Err(e.clone()),
     };
     if let Err(e) = &ending {
         sink.system(format!("[codex32] {e}")).await;
@@ -338,26 +545,28 @@ async fn execute(ctx: &Ctx, exec: &Execution, stop: &Stop) -> Verdict {
     let summary = writer.await.unwrap_or_default();
     let output = verdict::read_output(&workdir, &summary);
     let _ = tokio::fs::remove_dir_all(&workdir).await;
+    let redact = secrets.map(|s| s.redact).unwrap_or_default();
     Verdict {
         ending,
-        output,
+        output: output.map(|o| o.map(|v| logs::redact_value(v, &redact))),
         duration_ms: started.elapsed().as_millis() as i64,
         spec: spec.ok(),
         no_retry: summary.no_retry,
     }
 }
 
-/// Writes the attempt's end (fenced) and puts a retry back in the queue.
+/// Writes the attempt's end (fenced) and puts a retry back in the queue; returns what it
+/// wrote.
 async fn conclude(
     ctx: &Ctx,
     exec: &Execution,
     lease: &Lease,
     verdict: Verdict,
     stopped: Option<StopReason>,
-) {
+) -> Option<Finish> {
     if stopped == Some(StopReason::LeaseLost) {
         let _ = ctx.backends.queue.ack(lease).await;
-        return;
+        return None;
     }
     let finish = verdict::judge(
         &ctx.worker_id,
@@ -370,12 +579,14 @@ async fn conclude(
     match ctx.backends.store.finish_execution(&finish).await {
         Ok(true) => {}
         Ok(false) => {
-            tracing::warn!(execution_id = %exec.id, attempt = exec.attempt, "Result discarded: the lease moved on.")
+            tracing::warn!(execution_id = %exec.id, attempt = exec.attempt, "Result discarded: the lease moved on.");
+            let _ = ctx.backends.queue.ack(lease).await;
+            return None;
         }
         Err(e) => {
             // Leave the queue lease to expire: the store lease expires too and is reaped.
             tracing::error!(execution_id = %exec.id, error = %e, "Cannot write a result; the lease reaper will retry it.");
-            return;
+            return None;
         }
     }
     let _ = ctx.backends.queue.ack(lease).await;
@@ -391,4 +602,5 @@ async fn conclude(
         }
     }
     ctx.publish(Event::finished(exec, &finish)).await;
+    Some(finish)
 }

@@ -24,6 +24,9 @@ use crate::executor::{
 };
 use crate::logs::LogSink;
 
+/// Sandboxes beyond the worker's slots, for services' health-probe commands.
+const PROBE_SLOTS: usize = 2;
+
 /// The uid and gid bots run as inside the sandbox.
 const BOT_ID: u32 = 65534;
 const WORKDIR: &str = SandboxSpec::WORKDIR;
@@ -68,7 +71,7 @@ pub fn prepare_engine(mode: SandboxMode, slots: usize) -> anyhow::Result<Option<
         .cloned()
         .collect();
     let engine = Engine::new(EngineConfig {
-        slots,
+        slots: slots + PROBE_SLOTS,
         ro_binds,
         ..EngineConfig::default()
     })
@@ -156,6 +159,7 @@ impl SandboxExecutor {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(job.env.iter().cloned())
         .collect()
     }
 }

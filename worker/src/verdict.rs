@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use codex32_shared::Timestamp;
-use codex32_shared::domain::{BotSpec, ExecStatus, Execution};
+use codex32_shared::domain::{BotKind, BotSpec, ExecStatus, Execution};
 use codex32_shared::retry::RetryPolicy;
 use codex32_shared::store::Finish;
 use serde_json::Value;
@@ -111,6 +111,12 @@ pub(crate) fn judge(
         _ => None,
     };
     let (failed_as, message, not_retryable) = classify(ending, oom, v.spec.as_deref(), v.no_retry);
+    let not_retryable = not_retryable.or_else(|| {
+        v.spec
+            .as_deref()
+            .filter(|s| s.kind == BotKind::Service)
+            .map(|_| "a service follows its restart policy instead".to_owned())
+    });
     fail(
         finish,
         exec,

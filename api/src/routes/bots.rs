@@ -6,7 +6,8 @@ use chrono::Utc;
 use codex32_shared::Timestamp;
 use codex32_shared::cron::CronSchedule;
 use codex32_shared::domain::bot::BotPatch;
-use codex32_shared::domain::{Bot, BotSpec, BotVersion, Execution, NewExecution};
+use codex32_shared::domain::{Bot, BotKind, BotSpec, BotVersion, Execution, NewExecution};
+use codex32_shared::services;
 use codex32_shared::submit::submit;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -88,6 +89,15 @@ async fn create_bot(
         serde_json::json!({ "name": bot.spec.name }),
     )
     .await?;
+    if bot.spec.kind == BotKind::Service {
+        services::start(
+            &state.backends,
+            &bot,
+            Some(caller.user_id),
+            "service created",
+        )
+        .await?;
+    }
     Ok((StatusCode::CREATED, axum::Json(bot.into())))
 }
 
@@ -149,6 +159,7 @@ async fn update_bot(
         serde_json::json!({ "version": updated.version }),
     )
     .await?;
+    follow_kind(&state, &bot, &updated).await?;
     Ok(axum::Json(updated.into()))
 }
 
@@ -178,7 +189,29 @@ async fn delete_bot(
         serde_json::json!({ "name": bot.spec.name }),
     )
     .await?;
+    if bot.spec.kind == BotKind::Service {
+        services::stop(&state.backends, &bot, "its bot was deleted").await?;
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new version of a service replaces its running program; a bot that became a service
+/// starts, one that stopped being a service stops.
+async fn follow_kind(state: &AppState, before: &Bot, after: &Bot) -> Result<(), ApiError> {
+    let why = format!("version {} of the bot", after.version);
+    match (before.spec.kind, after.spec.kind) {
+        (BotKind::Service, BotKind::Service) => {
+            services::replace(&state.backends, after, &why).await?
+        }
+        (BotKind::Job, BotKind::Service) => {
+            services::start(&state.backends, after, None, &why).await?;
+        }
+        (BotKind::Service, BotKind::Job) => {
+            services::stop(&state.backends, before, &why).await?;
+        }
+        (BotKind::Job, BotKind::Job) => {}
+    }
+    Ok(())
 }
 
 /// Every version of a bot, newest first.
@@ -253,8 +286,23 @@ async fn run_now(
 ) -> Result<(StatusCode, axum::Json<Execution>), ApiError> {
     caller.require_write()?;
     let bot = visible_bot(&state, &caller, id).await?;
+    refuse_service(&bot)?;
     let mut new = NewExecution::of(&bot, serde_json::Value::Null);
     new.created_by = Some(caller.user_id);
     let (exec, _) = submit(&state.backends, &new, bot.owner_id, "run now").await?;
     Ok((StatusCode::ACCEPTED, axum::Json(exec)))
+}
+
+/// Executions of a service are made by the service itself: one at a time, kept running.
+pub fn refuse_service(bot: &Bot) -> Result<(), ApiError> {
+    if bot.spec.kind == BotKind::Service {
+        return Err(ApiError::invalid(
+            "kind",
+            format!(
+                "bot {:?} is a service: it runs continuously; use POST /api/v1/bots/{}/service/start, stop or restart",
+                bot.spec.name, bot.id
+            ),
+        ));
+    }
+    Ok(())
 }

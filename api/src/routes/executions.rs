@@ -1,4 +1,6 @@
-//! Executions: start one, read it and its logs, list them, cancel one.
+//! Executions: start one (or a batch), read it and its logs, list them, cancel one.
+
+mod batch;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -26,13 +28,14 @@ const MAX_KEY_LEN: usize = 255;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_execution))
+        .routes(routes!(batch::create_batch))
         .routes(routes!(list_executions))
         .routes(routes!(get_execution))
         .routes(routes!(cancel_execution))
         .routes(routes!(replay_execution))
 }
 
-#[derive(Deserialize, ToSchema, Default)]
+#[derive(Debug, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// Any JSON; the bot reads it from stdin and from the file named by `CODEX32_INPUT`.
@@ -99,6 +102,7 @@ async fn create_execution(
     caller.require_write()?;
     req.validate(state.max_input_bytes)?;
     let bot = visible_bot(&state, &caller, bot_id).await?;
+    crate::routes::bots::refuse_service(&bot)?;
     let mut new = NewExecution::of(&bot, req.input);
     new.priority = req.priority;
     new.idempotency_key = req.idempotency_key;
@@ -246,6 +250,7 @@ async fn replay_execution(
         )));
     }
     let bot = visible_bot(&state, &caller, old.bot_id).await?;
+    crate::routes::bots::refuse_service(&bot)?;
     let mut new = NewExecution::of(&bot, old.input.clone());
     new.priority = old.priority;
     new.replay_of = Some(old.id);

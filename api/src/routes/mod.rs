@@ -8,7 +8,10 @@ pub mod executions;
 pub mod fleet;
 pub mod health;
 pub mod history;
+pub mod secrets;
+pub mod services;
 pub mod users;
+pub mod webhooks;
 pub mod ws;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -23,6 +26,9 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(api_keys::router())
         .merge(bots::router())
+        .merge(services::router())
+        .merge(webhooks::router())
+        .merge(secrets::router())
         .merge(executions::router())
         .merge(history::router())
         .merge(fleet::router())

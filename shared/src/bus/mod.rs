@@ -58,6 +58,20 @@ pub enum Event {
     /// A worker was asked to drain: stop pulling, finish what runs, exit.
     #[serde(rename = "worker.drain_requested")]
     DrainRequested { worker_id: String },
+    /// A service bot changed state: started, ended, restarted (with why), stopped.
+    #[serde(rename = "service.updated")]
+    ServiceUpdated {
+        bot_id: Uuid,
+        owner_id: Uuid,
+        execution_id: Option<Uuid>,
+        worker_id: Option<String>,
+        state: crate::domain::ServiceState,
+        restarts: i32,
+        reason: Option<String>,
+    },
+    /// A restart of a running service was asked for: its worker restarts the program.
+    #[serde(rename = "service.restart_requested")]
+    RestartRequested { execution_id: Uuid, reason: String },
 }
 
 impl Event {

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::service::ServiceSpec;
 use super::{Invalid, check_name};
 use crate::Timestamp;
 
@@ -164,6 +165,9 @@ pub struct BotSpec {
     /// Most executions of this bot running at once (unset: no limit).
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// How a `service` bot is kept running (restart policy, backoff, health probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
 }
 
 fn default_pool() -> String {
@@ -199,6 +203,10 @@ pub struct BotPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub max_concurrency: Option<Option<u32>>,
+    /// `null` returns to the default service settings.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<ServiceSpec>)]
+    pub service: Option<Option<ServiceSpec>>,
 }
 
 /// Tells "absent" (keep) from `null` (remove) for a patch field.
@@ -238,7 +246,7 @@ impl BotSpec {
         self.validate_retry()?;
         self.validate_schedule()?;
         self.resources.validate()?;
-        self.validate_unsupported()
+        self.validate_service()
     }
 
     fn validate_tags(&self) -> Result<(), Invalid> {
@@ -318,16 +326,25 @@ impl BotSpec {
         }
     }
 
-    /// Settings the contract names but this version does not carry out yet: refused rather
-    /// than stored and silently ignored.
-    fn validate_unsupported(&self) -> Result<(), Invalid> {
-        if self.kind == BotKind::Service {
-            return Err(Invalid::new(
-                "kind",
-                "service bots are not supported yet in this version; use \"job\"",
-            ));
+    /// Service settings belong to services, and services do not run on a schedule.
+    fn validate_service(&self) -> Result<(), Invalid> {
+        match (self.kind, &self.service) {
+            (BotKind::Job, Some(_)) => Err(Invalid::new(
+                "service",
+                "only bots of kind \"service\" take service settings",
+            )),
+            (BotKind::Service, _) if self.schedule.is_some() => Err(Invalid::new(
+                "schedule",
+                "a service runs continuously and takes no schedule; use kind \"job\" for cron",
+            )),
+            (BotKind::Service, Some(service)) => service.validate(self.resources.network),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The service settings in force (defaults when none were given).
+    pub fn service_settings(&self) -> ServiceSpec {
+        self.service.clone().unwrap_or_default()
     }
 
     /// This spec with a patch applied (not yet validated).
@@ -347,6 +364,7 @@ impl BotSpec {
             schedule: patch.schedule.unwrap_or(s.schedule),
             retry: patch.retry.unwrap_or(s.retry),
             max_concurrency: patch.max_concurrency.unwrap_or(s.max_concurrency),
+            service: patch.service.unwrap_or(s.service),
         }
     }
 }
@@ -442,4 +460,22 @@ mod tests {
         let p: BotPatch = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(p.schedule, None);
     }
+}
+
+/// A webhook of a bot: `POST /api/v1/hooks/{id}/{token}` starts an execution with the request
+/// body as input. The token is stored hashed; the HMAC secret (if any) must be readable to
+/// check signatures.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub bot_id: Uuid,
+    pub name: String,
+    #[serde(skip)]
+    pub token_hash: String,
+    #[serde(skip)]
+    pub hmac_secret: Option<String>,
+    pub created_by: Option<Uuid>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
 }

@@ -3,13 +3,15 @@
 
 pub mod bot;
 pub mod execution;
+pub mod service;
 pub mod user;
 pub mod worker;
 
-pub use bot::{Bot, BotKind, BotSpec, BotVersion, Resources, Runtime, Schedule};
+pub use bot::{Bot, BotKind, BotSpec, BotVersion, Resources, Runtime, Schedule, Webhook};
 pub use execution::{
     ExecStatus, Execution, LogLine, LogStream, NewExecution, ResourceUsage, TimelineEvent,
 };
+pub use service::{Desired, ServiceReport, ServiceSpec, ServiceState, ServiceStatus};
 pub use user::{ApiKey, Role, User};
 pub use worker::WorkerInfo;
 

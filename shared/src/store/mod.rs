@@ -18,8 +18,9 @@ pub use error::StoreError;
 
 use crate::Timestamp;
 use crate::domain::{
-    ApiKey, Bot, BotSpec, BotVersion, ExecStatus, Execution, LogLine, LogStream, NewExecution,
-    ResourceUsage, TimelineEvent, User, WorkerInfo,
+    ApiKey, Bot, BotSpec, BotVersion, Desired, ExecStatus, Execution, LogLine, LogStream,
+    NewExecution, ResourceUsage, ServiceReport, ServiceStatus, TimelineEvent, User, Webhook,
+    WorkerInfo,
 };
 
 /// Users and their API keys.
@@ -115,6 +116,16 @@ pub trait ExecutionStore: Send + Sync {
         owner_id: Uuid,
         at: Timestamp,
     ) -> Result<(Execution, bool), StoreError>;
+    /// Creates several queued executions all or nothing (one transaction, a few multi-row
+    /// statements), for batch submission. The answer follows the order of `news`. An
+    /// idempotency key already used for the bot — before, or by an earlier item of the same
+    /// call — yields that execution and `false`, as [`Self::create_execution`] does.
+    async fn create_executions(
+        &self,
+        news: &[NewExecution],
+        owner_id: Uuid,
+        at: Timestamp,
+    ) -> Result<Vec<(Execution, bool)>, StoreError>;
     async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError>;
     async fn list_executions(&self, filter: &ExecutionFilter)
     -> Result<Vec<Execution>, StoreError>;
@@ -345,12 +356,154 @@ pub trait OpsStore: Send + Sync {
     async fn migrate(&self) -> Result<(), StoreError>;
 }
 
+/// A refresh token as issued (its JWT carries `id` and `family_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub id: Uuid,
+    /// Every token rotated from the same login.
+    pub family_id: Uuid,
+    pub user_id: Uuid,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// First use: it is spent now; issue its successor in the same family.
+    Spent { family_id: Uuid, user_id: Uuid },
+    /// Presented again after it was spent: stolen or replayed. Its family is revoked.
+    Reused { family_id: Uuid, user_id: Uuid },
+    /// Unknown, revoked or expired.
+    Invalid,
+}
+
+/// Login sessions: rotating refresh tokens and password changes that end them.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_refresh_token(&self, token: &RefreshToken) -> Result<(), StoreError>;
+    /// Spends a token, once; a second use revokes its family (in the same call).
+    async fn use_refresh_token(&self, id: Uuid, at: Timestamp) -> Result<RefreshUse, StoreError>;
+    /// Revokes a family (logout). Returns how many live tokens it had.
+    async fn revoke_refresh_family(
+        &self,
+        family_id: Uuid,
+        at: Timestamp,
+    ) -> Result<u64, StoreError>;
+    /// Changes a password and revokes every refresh token of the user, in one transaction.
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        hash: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A stored secret: its name and times; the value only as sealed text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct SecretEntry {
+    #[serde(skip)]
+    pub id: Uuid,
+    /// `bot:<id>` or `user:<id>`.
+    #[serde(skip)]
+    pub scope: String,
+    pub name: String,
+    #[serde(skip)]
+    pub sealed: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Secrets of bots and users, sealed before they reach the store.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Creates or replaces `scope`'s secret `name`. Returns true if it is new.
+    async fn put_secret(
+        &self,
+        scope: &str,
+        name: &str,
+        sealed: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// The secrets of these scopes, by scope then name.
+    async fn secrets(&self, scopes: &[String]) -> Result<Vec<SecretEntry>, StoreError>;
+    async fn delete_secret(&self, scope: &str, name: &str) -> Result<bool, StoreError>;
+    /// A page of every secret (by id), for key rotation.
+    async fn all_secrets(
+        &self,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<SecretEntry>, StoreError>;
+    /// Replaces a sealed value if it is still `old` (a rotation racing a change loses).
+    async fn reseal_secret(&self, id: Uuid, old: &str, new: &str) -> Result<bool, StoreError>;
+}
+
+/// Bots' webhook triggers.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_webhook(&self, hook: &Webhook) -> Result<(), StoreError>;
+    async fn webhook(&self, id: Uuid) -> Result<Option<Webhook>, StoreError>;
+    /// A bot's webhooks, revoked ones included, newest first.
+    async fn list_webhooks(&self, bot_id: Uuid) -> Result<Vec<Webhook>, StoreError>;
+    /// Revokes a live webhook of the bot. False if none matched.
+    async fn revoke_webhook(
+        &self,
+        bot_id: Uuid,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    async fn touch_webhook(&self, id: Uuid, at: Timestamp) -> Result<(), StoreError>;
+}
+
+/// Service bots' wanted and actual state.
+#[async_trait]
+pub trait ServiceStore: Send + Sync {
+    async fn service(&self, bot_id: Uuid) -> Result<Option<ServiceStatus>, StoreError>;
+    /// Records what the user wants; starting again (`running`) resets the restart count and
+    /// leaves the state `pending` until a worker reports.
+    async fn set_service_desired(
+        &self,
+        bot_id: Uuid,
+        desired: Desired,
+        at: Timestamp,
+    ) -> Result<ServiceStatus, StoreError>;
+    /// A worker's report, written only while that worker holds the execution's attempt and
+    /// the service is wanted running. Returns the restart count, or None if fenced out.
+    async fn report_service(&self, report: &ServiceReport) -> Result<Option<i32>, StoreError>;
+    /// Services wanted running, not ended by their policy, whose bot is live, that have no
+    /// queued or running execution and whose row has not changed since `quiet_since` (so a
+    /// start in progress is not doubled): the ones to start again.
+    async fn services_to_start(&self, quiet_since: Timestamp) -> Result<Vec<Uuid>, StoreError>;
+}
+
 /// The whole store.
 pub trait Store:
-    UserStore + BotStore + ExecutionStore + LogStore + OpsStore + ScheduleStore
+    UserStore
+    + SessionStore
+    + BotStore
+    + ExecutionStore
+    + LogStore
+    + OpsStore
+    + ScheduleStore
+    + ServiceStore
+    + WebhookStore
+    + SecretStore
 {
 }
-impl<T: UserStore + BotStore + ExecutionStore + LogStore + OpsStore + ScheduleStore> Store for T {}
+impl<
+    T: UserStore
+        + SessionStore
+        + BotStore
+        + ExecutionStore
+        + LogStore
+        + OpsStore
+        + ScheduleStore
+        + ServiceStore
+        + WebhookStore
+        + SecretStore,
+> Store for T
+{
+}
 
 /// Opens the store named by `url` (`postgres://…` or `sqlite://…`).
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {

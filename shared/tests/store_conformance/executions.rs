@@ -7,6 +7,9 @@ store_cases!(
     an_idempotency_key_returns_the_first_execution_and_creates_nothing,
     racing_creates_with_one_idempotency_key_make_one_execution,
     executions_are_listed_newest_first_by_bot_status_owner_and_cursor,
+    a_batch_creates_every_execution_queued_in_request_order,
+    a_batch_with_used_or_repeated_idempotency_keys_returns_the_first_executions,
+    a_batch_with_one_bad_row_creates_nothing_even_across_statements,
 );
 
 async fn a_new_execution_is_queued_at_attempt_one(s: &dyn Store) -> TestResult {
@@ -201,5 +204,104 @@ async fn racing_creates_with_one_idempotency_key_make_one_execution(s: &dyn Stor
         })
         .await?;
     assert_eq!(ids(&all), returned.into_iter().collect::<Vec<_>>());
+    Ok(())
+}
+
+async fn a_batch_creates_every_execution_queued_in_request_order(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "bulk").await?;
+    // More rows than one statement takes, so the batch spans several.
+    let news: Vec<NewExecution> = (0..1200)
+        .map(|i| NewExecution {
+            input: json!({ "i": i }),
+            priority: i % 3,
+            ..new_execution(&b)
+        })
+        .collect();
+    let made = s.create_executions(&news, ada.id, at(5)).await?;
+    assert_eq!(made.len(), news.len());
+    for (new, (e, created)) in news.iter().zip(&made) {
+        assert!(created);
+        assert_eq!(
+            (e.id, &e.input, e.priority),
+            (new.id, &new.input, new.priority)
+        );
+        assert_eq!(
+            (e.status, e.attempt, e.queued_at, e.owner_id),
+            (ExecStatus::Queued, 1, at(5), ada.id)
+        );
+    }
+    let stored = get(s, news[1100].id).await?;
+    assert_eq!(
+        (stored.status, &stored.input),
+        (ExecStatus::Queued, &json!({"i": 1100}))
+    );
+    let queued = s.queued_page(None, 2000).await?;
+    assert_eq!(queued.len(), 1200);
+    assert!(s.create_executions(&[], ada.id, at(6)).await?.is_empty());
+    Ok(())
+}
+
+async fn a_batch_with_used_or_repeated_idempotency_keys_returns_the_first_executions(
+    s: &dyn Store,
+) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "keys").await?;
+    let keyed = |key: &str, n: i32| NewExecution {
+        idempotency_key: Some(key.to_owned()),
+        input: json!({ "n": n }),
+        ..new_execution(&b)
+    };
+    let (earlier, _) = s.create_execution(&keyed("old", 0), ada.id, at(0)).await?;
+    let news = vec![
+        keyed("old", 1),
+        keyed("new", 2),
+        new_execution(&b),
+        keyed("new", 3),
+    ];
+    let made = s.create_executions(&news, ada.id, at(1)).await?;
+    let summary: Vec<(Uuid, bool)> = made.iter().map(|(e, c)| (e.id, *c)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (earlier.id, false),
+            (news[1].id, true),
+            (news[2].id, true),
+            (news[1].id, false),
+        ]
+    );
+    assert_eq!(
+        made[3].0.input,
+        json!({"n": 2}),
+        "the first item with a key wins"
+    );
+    assert!(s.get_execution(news[0].id).await?.is_none());
+    assert!(s.get_execution(news[3].id).await?.is_none());
+    let all = s
+        .list_executions(&ExecutionFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(all.len(), 3);
+    Ok(())
+}
+
+async fn a_batch_with_one_bad_row_creates_nothing_even_across_statements(
+    s: &dyn Store,
+) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "atomic").await?;
+    let mut news: Vec<NewExecution> = (0..700).map(|_| new_execution(&b)).collect();
+    // A bot that does not exist: the foreign key refuses the row, in the second statement.
+    news[650].bot_id = Uuid::now_v7();
+    assert!(s.create_executions(&news, ada.id, at(0)).await.is_err());
+    let all = s
+        .list_executions(&ExecutionFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await?;
+    assert!(all.is_empty(), "nothing of a failed batch remains");
     Ok(())
 }

@@ -138,7 +138,12 @@ impl Subscriptions {
                 (Some(_), Some(_)) => false,
             },
             Event::WorkerHeartbeat { .. } => self.workers,
-            Event::CancelRequested { .. } | Event::DrainRequested { .. } => false,
+            Event::ServiceUpdated {
+                bot_id, owner_id, ..
+            } => (self.executions && caller.sees(*owner_id)) || self.bots.contains(bot_id),
+            Event::CancelRequested { .. }
+            | Event::DrainRequested { .. }
+            | Event::RestartRequested { .. } => false,
         }
     }
 }
@@ -230,6 +235,40 @@ mod tests {
                 state: "alive".into(),
             }
         ));
+    }
+
+    #[test]
+    fn service_events_go_to_their_bot_and_to_those_who_see_its_owner() {
+        let (mine, theirs, bot) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(20));
+        let restarted = |owner_id| Event::ServiceUpdated {
+            bot_id: bot,
+            owner_id,
+            execution_id: None,
+            worker_id: Some("w0".into()),
+            state: codex32_shared::domain::ServiceState::Backoff,
+            restarts: 3,
+            reason: Some("exited with code 1".into()),
+        };
+        let user = caller(Role::User);
+        let mut subs = Subscriptions::default();
+        assert!(!subs.wants(&user, &restarted(mine)));
+        subs.add(Topic::Executions);
+        assert!(subs.wants(&user, &restarted(mine)));
+        assert!(!subs.wants(&user, &restarted(theirs)));
+        subs.remove(Topic::Executions);
+        subs.add(Topic::Bot(bot));
+        assert!(
+            subs.wants(&user, &restarted(theirs)),
+            "checked at subscribe"
+        );
+        let request = Event::RestartRequested {
+            execution_id: bot,
+            reason: "x".into(),
+        };
+        assert!(
+            !subs.wants(&user, &request),
+            "internal events stay internal"
+        );
     }
 
     #[test]

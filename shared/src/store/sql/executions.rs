@@ -2,6 +2,8 @@
 //! results. Every state change is one conditional UPDATE, so concurrent claimers, late workers
 //! and the lease reaper can never both win.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -81,6 +83,60 @@ const PG_LIMIT_LOCKS: &[&str] = &[
     "SELECT 1 FROM pools WHERE name = (SELECT pool FROM executions WHERE id = $1) AND max_concurrency IS NOT NULL FOR UPDATE",
 ];
 
+/// Rows per multi-row INSERT of a batch: 18 parameters each, well under either database's
+/// limit on parameters per statement.
+const BATCH_ROWS: usize = 500;
+
+const INSERT_MANY: &str =
+    "INSERT INTO executions (id, bot_id, bot_version, owner_id, pool, status, attempt,
+    max_attempts, priority, input, idempotency_key, cancel_requested, run_at, queued_at, created_by,
+    scheduled_for, replay_of, max_concurrency) ";
+
+type KeyedExecutions = HashMap<(Uuid, String), Execution>;
+
+/// The idempotency keys of requested executions that were not created and whose key no
+/// created row of the same call holds: they belong to executions made before.
+fn keys_taken_before(news: &[NewExecution], created: &[Execution]) -> HashSet<(Uuid, String)> {
+    let made: HashSet<(Uuid, &str)> = created
+        .iter()
+        .filter_map(|e| Some((e.bot_id, e.idempotency_key.as_deref()?)))
+        .collect();
+    news.iter()
+        .filter_map(|n| Some((n.bot_id, n.idempotency_key.as_deref()?)))
+        .filter(|k| !made.contains(k))
+        .map(|(bot, key)| (bot, key.to_owned()))
+        .collect()
+}
+
+/// Pairs each requested execution with the row made for it, or — when its idempotency key was
+/// taken, before or earlier in the call — with the execution holding the key.
+fn in_request_order(
+    news: &[NewExecution],
+    created: Vec<Execution>,
+    mut holders: KeyedExecutions,
+) -> Result<Vec<(Execution, bool)>, StoreError> {
+    let mut created: HashMap<Uuid, Execution> = created.into_iter().map(|e| (e.id, e)).collect();
+    let mut out = Vec::with_capacity(news.len());
+    for new in news {
+        let key = new.idempotency_key.clone().map(|k| (new.bot_id, k));
+        if let Some(e) = created.remove(&new.id) {
+            if let Some(key) = key {
+                holders.insert(key, e.clone());
+            }
+            out.push((e, true));
+            continue;
+        }
+        let first = key.and_then(|k| holders.get(&k).cloned()).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "execution {} was neither created nor found",
+                new.id
+            ))
+        })?;
+        out.push((first, false));
+    }
+    Ok(out)
+}
+
 macro_rules! execution_store {
     ($store:ty, $db:ty, $limit_locks:expr) => {
         #[async_trait]
@@ -119,6 +175,45 @@ macro_rules! execution_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok((first, false))
+            }
+
+            async fn create_executions(&self, news: &[NewExecution], owner_id: Uuid, at: Timestamp) -> Result<Vec<(Execution, bool)>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut created: Vec<Execution> = Vec::with_capacity(news.len());
+                for chunk in news.chunks(BATCH_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(INSERT_MANY);
+                    q.push_values(chunk, |mut row, new| {
+                        row.push_bind(new.id)
+                            .push_bind(new.bot_id)
+                            .push_bind(new.bot_version)
+                            .push_bind(owner_id)
+                            .push_bind(&new.pool)
+                            .push_bind(ExecStatus::Queued)
+                            .push_bind(1_i32)
+                            .push_bind(new.max_attempts)
+                            .push_bind(new.priority)
+                            .push_bind(sqlx::types::Json(&new.input))
+                            .push_bind(&new.idempotency_key)
+                            .push_bind(false)
+                            .push_bind(new.run_at)
+                            .push_bind(at)
+                            .push_bind(new.created_by)
+                            .push_bind(new.scheduled_for)
+                            .push_bind(new.replay_of)
+                            .push_bind(new.max_concurrency);
+                    });
+                    q.push(concat!(" ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ", columns!()));
+                    created.extend(q.build_query_as::<Execution>().fetch_all(&mut *tx).await?);
+                }
+                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE bot_id = $1 AND idempotency_key = $2");
+                let mut holders = KeyedExecutions::new();
+                for (bot_id, key) in keys_taken_before(news, &created) {
+                    let first: Execution = sqlx::query_as(sql).bind(bot_id).bind(&key).fetch_one(&mut *tx).await?;
+                    holders.insert((bot_id, key), first);
+                }
+                let out = in_request_order(news, created, holders)?;
+                tx.commit().await?;
+                Ok(out)
             }
 
             async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {

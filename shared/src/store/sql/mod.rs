@@ -7,7 +7,11 @@ mod executions;
 mod logs;
 mod ops;
 mod schedule;
+mod secrets;
+mod services;
+mod sessions;
 mod users;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
