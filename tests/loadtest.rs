@@ -257,3 +257,30 @@ async fn without_executor_noop_the_worker_runs_the_bots_program() {
         "{workers}"
     );
 }
+
+/// The check: a worker killed during a steady run shows up as latency (and reruns of
+/// the executions it held), never as lost executions.
+#[tokio::test]
+async fn a_worker_killed_during_a_steady_run_costs_latency_not_executions() {
+    let cluster = Cluster::start(2, &[NOOP]).await;
+    let scenario = scenario(
+        &cluster.client,
+        &["steady", "--rate", "150", "--duration-s", "6"],
+    )
+    .await;
+    let kill = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.workers[0].signal(nix::sys::signal::Signal::SIGKILL);
+    };
+    let (r, ()) = tokio::join!(codex32_loadtest::execute(&scenario), kill);
+    let r = r.expect("the scenario runs");
+    let table = r.table();
+    assert_eq!(r.counts.accepted, r.counts.submitted, "{table}");
+    assert_eq!((r.counts.lost, r.counts.duplicates), (0, 0), "{table}");
+    assert_eq!(
+        r.counts.by_status.get("succeeded"),
+        Some(&r.counts.accepted),
+        "{table}"
+    );
+    assert!(r.counts.accepted >= 800, "{table}");
+}

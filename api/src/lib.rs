@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod limits;
+pub mod mailer;
 mod openapi;
 pub mod rbac;
 pub mod routes;
@@ -65,6 +66,18 @@ pub fn state(backends: Backends, common: &Config, config: &ApiConfig) -> anyhow:
         rate_limit_per_min: config.rate_limit_per_min,
         login_limit_per_min: config.login_limit_per_min,
         keyring: keyring.map(Arc::new),
+        registration: config.registration,
+        public_url: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.bind))
+            .trim_end_matches('/')
+            .to_owned(),
+        mailer: match &config.mailer_url {
+            Some(url) => Arc::new(mailer::HttpMailer::new(url).map_err(anyhow::Error::msg)?),
+            None => Arc::new(mailer::LogMailer),
+        },
+        reset_token_ttl_s: config.reset_token_ttl_s,
         shutdown: CancellationToken::new(),
     })
 }

@@ -20,6 +20,12 @@ pub struct AppState {
     pub rate_limit_per_min: u32,
     /// Login attempts per minute per account (0: none).
     pub login_limit_per_min: u32,
+    /// Who may register.
+    pub registration: codex32_shared::config::RegistrationMode,
+    /// Where users reach the API, for links in mails.
+    pub public_url: String,
+    pub mailer: Arc<dyn crate::mailer::Mailer>,
+    pub reset_token_ttl_s: u64,
     /// Seals secrets; None when no key is configured (secrets are off).
     pub keyring: Option<Arc<codex32_shared::secrets::Keyring>>,
     /// Cancelled when the server shuts down: long-lived connections (WebSockets), which

@@ -45,6 +45,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who may create an account with `POST /api/v1/auth/register`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RegistrationMode {
+    /// Nobody: admins create users.
+    Off,
+    /// Holders of an invite an admin made (`POST /api/v1/invites`).
+    Invite,
+    /// Anyone (as role `user`).
+    Open,
+}
+
 /// How a worker isolates bots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SandboxMode {
@@ -184,6 +195,23 @@ pub struct ApiConfig {
     /// Login attempts per minute per account (and 6 times as many per IP); 0: no limit.
     #[arg(long, env = "CODEX32_LOGIN_LIMIT_PER_MIN", default_value_t = 10)]
     pub login_limit_per_min: u32,
+
+    /// Who may register: `off` (admins create users), `invite` or `open`.
+    #[arg(long, env = "CODEX32_REGISTRATION", value_enum, default_value = "off")]
+    pub registration: RegistrationMode,
+
+    /// The address users reach the API at, for links in emails (default: http://<bind>).
+    #[arg(long, env = "CODEX32_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Where emails go: an HTTP endpoint that takes `POST {"to","subject","text"}` (a mail
+    /// relay). Unset: they are written to the log (fine for one-person installs).
+    #[arg(long, env = "CODEX32_MAILER_URL")]
+    pub mailer_url: Option<String>,
+
+    /// Lifetime of a password-reset link, in seconds.
+    #[arg(long, env = "CODEX32_RESET_TOKEN_TTL_S", default_value_t = 3600)]
+    pub reset_token_ttl_s: u64,
 }
 
 /// Settings of the worker role.

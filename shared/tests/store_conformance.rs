@@ -100,6 +100,8 @@ mod ops;
 mod scheduling;
 #[path = "store_conformance/services.rs"]
 mod services;
+#[path = "store_conformance/sessions.rs"]
+mod sessions;
 #[path = "store_conformance/users.rs"]
 mod users;
 

@@ -1,5 +1,6 @@
 //! One module per resource; this root only merges their routers.
 
+pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -22,6 +23,7 @@ use crate::state::AppState;
 pub fn api_v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
+        .merge(accounts::router())
         .merge(users::router())
         .merge(audit::router())
         .merge(api_keys::router())

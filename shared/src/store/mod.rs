@@ -19,7 +19,7 @@ pub use error::StoreError;
 use crate::Timestamp;
 use crate::domain::{
     ApiKey, Bot, BotSpec, BotVersion, Desired, ExecStatus, Execution, LogLine, LogStream,
-    NewExecution, ResourceUsage, ServiceReport, ServiceStatus, TimelineEvent, User, Webhook,
+    NewExecution, ResourceUsage, Role, ServiceReport, ServiceStatus, TimelineEvent, User, Webhook,
     WorkerInfo,
 };
 
@@ -378,6 +378,41 @@ pub enum RefreshUse {
     Invalid,
 }
 
+/// A single-use, expiring account token (an invite or a password reset); the token itself is
+/// shown once, only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccountToken {
+    pub id: Uuid,
+    /// `invite` or `reset`.
+    pub kind: String,
+    pub token_hash: String,
+    /// An invite's address (None: any), or the address a reset was sent to.
+    pub email: Option<String>,
+    /// The role an invite grants.
+    pub role: Option<Role>,
+    /// The account a reset is for.
+    pub user_id: Option<Uuid>,
+    pub created_by: Option<Uuid>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+/// Invites and password resets.
+#[async_trait]
+pub trait AccountTokenStore: Send + Sync {
+    async fn create_account_token(&self, token: &AccountToken) -> Result<(), StoreError>;
+    /// Spends a live token of `kind`, once; None if unknown, spent, expired, or (with
+    /// `email`) made for another address — which leaves it unspent.
+    async fn use_account_token(
+        &self,
+        kind: &str,
+        token_hash: &str,
+        email: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Option<AccountToken>, StoreError>;
+}
+
 /// Login sessions: rotating refresh tokens and password changes that end them.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -480,6 +515,7 @@ pub trait ServiceStore: Send + Sync {
 pub trait Store:
     UserStore
     + SessionStore
+    + AccountTokenStore
     + BotStore
     + ExecutionStore
     + LogStore
@@ -493,6 +529,7 @@ pub trait Store:
 impl<
     T: UserStore
         + SessionStore
+        + AccountTokenStore
         + BotStore
         + ExecutionStore
         + LogStore

@@ -2,6 +2,7 @@
 //! SQLite too, and [`crate::Timestamp`] encodes for each — so each aggregate's queries are
 //! written once, in a macro that implements its trait for [`PgStore`] and [`SqliteStore`].
 
+mod account_tokens;
 mod bots;
 mod executions;
 mod logs;
