@@ -9,9 +9,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use codex32_shared::Backends;
 use codex32_shared::Timestamp;
+use codex32_shared::bus::Event;
 use codex32_shared::cron::{CronSchedule, MissedRuns, due_fire_times};
 use codex32_shared::domain::bot::{MissedPolicy, OverlapPolicy, Schedule};
 use codex32_shared::domain::{Bot, ExecStatus, NewExecution};
+use codex32_shared::queue::QueueItem;
+use codex32_shared::store::NewEvent;
 use codex32_shared::submit::{cancel, submit};
 use uuid::Uuid;
 
@@ -28,6 +31,8 @@ pub struct Firing {
     token: Option<i64>,
     last_fired: HashMap<Uuid, DateTime<Utc>>,
     parsed: HashMap<(Uuid, i32), CronSchedule>,
+    /// The earliest next fire time seen at the last tick.
+    next_due: Option<DateTime<Utc>>,
 }
 
 impl Firing {
@@ -37,6 +42,7 @@ impl Firing {
             token: None,
             last_fired: HashMap::new(),
             parsed: HashMap::new(),
+            next_due: None,
         }
     }
 
@@ -47,6 +53,8 @@ impl Firing {
 
     /// Keeps or takes the lead; while leading, fires what is due. Returns executions created.
     pub async fn tick(&mut self, backends: &Backends, now: Timestamp) -> anyhow::Result<usize> {
+        // Cleared first: a tick that fails must not leave a past wake-up behind (a busy loop).
+        self.next_due = None;
         let until = now.plus_millis(LEAD_FOR.as_millis() as i64);
         match backends
             .store
@@ -67,29 +75,50 @@ impl Firing {
             }
             Some(_) => {}
         }
-        let mut created = 0;
-        for bot in backends.store.scheduled_bots().await? {
-            if bot.status != "active" {
-                continue;
-            }
-            match self.fire_bot(backends, &bot, now).await {
-                Ok(n) => created += n,
+        let bots: Vec<Bot> = backends
+            .store
+            .scheduled_bots()
+            .await?
+            .into_iter()
+            .filter(|b| b.status == "active")
+            .collect();
+        let mut due = Vec::new();
+        for bot in &bots {
+            match self.due_for(backends, bot, now).await {
+                Ok((cron, times)) if !times.is_empty() => due.push((bot, cron, times)),
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(bot_id = %bot.id, error = %e, "Cannot fire a schedule; will retry next tick.")
+                    tracing::warn!(bot_id = %bot.id, error = %e, "Cannot read a schedule; will retry next tick.")
                 }
             }
         }
+        let created = self.fire_due(backends, due).await?;
+        self.next_due = self.earliest_next(&bots, now);
         Ok(created)
     }
 
-    async fn fire_bot(
+    /// When the next fire time of any active schedule comes (None: no schedule), so the
+    /// scheduler wakes for it instead of waiting for its next tick.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.next_due.filter(|_| self.leading())
+    }
+
+    fn earliest_next(&self, bots: &[Bot], now: Timestamp) -> Option<DateTime<Utc>> {
+        bots.iter()
+            .filter_map(|b| self.parsed.get(&(b.id, b.version)))
+            .filter_map(|cron| cron.next_after(now.0))
+            .min()
+    }
+
+    /// The schedule of `bot` and its fire times due by `now` not fired yet.
+    async fn due_for(
         &mut self,
         backends: &Backends,
         bot: &Bot,
         now: Timestamp,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<(CronSchedule, Vec<DateTime<Utc>>)> {
         let Some(schedule) = &bot.spec.schedule else {
-            return Ok(0);
+            anyhow::bail!("the bot has no schedule");
         };
         let cron = match self.parsed.get(&(bot.id, bot.version)) {
             Some(cron) => cron.clone(),
@@ -105,7 +134,7 @@ impl Firing {
             None => backends.store.last_fire(bot.id).await?.map(|t| t.0),
         };
         // A schedule with no fire yet counts from the bot's last change (when it got it).
-        let due = due_fire_times(
+        let times = due_fire_times(
             &cron,
             last,
             bot.updated_at.0,
@@ -113,50 +142,81 @@ impl Firing {
             missed_runs(schedule),
             ON_TIME,
         );
+        Ok((cron, times))
+    }
+
+    /// Fires what is due as the overlap policies allow: the live executions of every bot that
+    /// needs them are read in one query, and the executions are created in one batch
+    /// (`cancel_previous`, which must cancel first, fires bot by bot).
+    async fn fire_due(
+        &mut self,
+        backends: &Backends,
+        due: Vec<(&Bot, CronSchedule, Vec<DateTime<Utc>>)>,
+    ) -> anyhow::Result<usize> {
+        let checked: Vec<Uuid> = due
+            .iter()
+            .filter(|(b, _, _)| overlap_of(b) != OverlapPolicy::Allow)
+            .map(|(b, _, _)| b.id)
+            .collect();
+        let live = backends.store.live_scheduled_bots(&checked).await?;
         let mut created = 0;
-        for at in due {
-            created += usize::from(fire(backends, bot, schedule, &cron, at).await?);
-            self.last_fired.insert(bot.id, at);
-        }
-        Ok(created)
-    }
-}
-
-fn missed_runs(schedule: &Schedule) -> MissedRuns {
-    match schedule.missed {
-        MissedPolicy::Skip => MissedRuns::Skip,
-        MissedPolicy::RunOnce => MissedRuns::RunOnce,
-        MissedPolicy::RunAll => MissedRuns::RunAll {
-            cap: schedule.missed_cap as usize,
-        },
-    }
-}
-
-/// Creates the execution of one fire time, as the overlap policy allows.
-async fn fire(
-    backends: &Backends,
-    bot: &Bot,
-    schedule: &Schedule,
-    cron: &CronSchedule,
-    at: DateTime<Utc>,
-) -> anyhow::Result<bool> {
-    if schedule.overlap != OverlapPolicy::Allow {
-        let live = backends.store.live_scheduled(bot.id).await?;
-        let blocked = match schedule.overlap {
-            OverlapPolicy::Skip => !live.is_empty(),
-            OverlapPolicy::QueueOne => live.iter().any(|e| e.status == ExecStatus::Queued),
-            OverlapPolicy::CancelPrevious | OverlapPolicy::Allow => false,
-        };
-        if blocked {
-            tracing::info!(bot_id = %bot.id, fire_time = %at, policy = ?schedule.overlap, "Fire time skipped: an earlier scheduled execution is still live.");
-            return Ok(false);
-        }
-        if schedule.overlap == OverlapPolicy::CancelPrevious {
-            for e in live {
-                cancel(backends, e.id, &format!("cancelled by the schedule's next fire time ({at}), overlap: cancel_previous")).await?;
+        let mut batch = Vec::new();
+        for (bot, cron, times) in due {
+            let Some(schedule) = &bot.spec.schedule else {
+                continue;
+            };
+            let statuses: Vec<ExecStatus> = live
+                .iter()
+                .filter(|(id, _)| *id == bot.id)
+                .map(|(_, s)| *s)
+                .collect();
+            let fired: Vec<DateTime<Utc>> = match schedule.overlap {
+                OverlapPolicy::Allow => times.clone(),
+                OverlapPolicy::Skip if statuses.is_empty() => {
+                    times.first().copied().into_iter().collect()
+                }
+                OverlapPolicy::QueueOne if !statuses.contains(&ExecStatus::Queued) => {
+                    times.first().copied().into_iter().collect()
+                }
+                OverlapPolicy::Skip | OverlapPolicy::QueueOne => {
+                    tracing::info!(bot_id = %bot.id, policy = ?schedule.overlap, skipped = times.len(), "Fire times skipped: an earlier scheduled execution is still live.");
+                    vec![]
+                }
+                OverlapPolicy::CancelPrevious => {
+                    for at in &times {
+                        created += usize::from(fire(backends, bot, schedule, &cron, *at).await?);
+                    }
+                    vec![]
+                }
+            };
+            batch.extend(
+                fired
+                    .into_iter()
+                    .map(|at| fire_of(bot, schedule, &cron, at)),
+            );
+            if let Some(last) = times.last() {
+                self.last_fired.insert(bot.id, *last);
             }
         }
+        Ok(created + submit_fires(backends, batch).await?)
     }
+}
+
+fn overlap_of(bot: &Bot) -> OverlapPolicy {
+    bot.spec
+        .schedule
+        .as_ref()
+        .map_or(OverlapPolicy::Allow, |s| s.overlap)
+}
+
+/// One fire time's execution, with its owner and its reason for the timeline.
+struct Fire {
+    new: NewExecution,
+    owner_id: Uuid,
+    why: String,
+}
+
+fn fire_of(bot: &Bot, schedule: &Schedule, cron: &CronSchedule, at: DateTime<Utc>) -> Fire {
     let mut new = NewExecution::of(bot, serde_json::json!({ "scheduled_for": at }));
     if schedule.overlap == OverlapPolicy::QueueOne {
         // The one that waits must wait for the running one: scheduled runs go one at a time.
@@ -170,6 +230,84 @@ async fn fire(
         cron.timezone(),
         at.to_rfc3339()
     );
-    let (_, created) = submit(backends, &new, bot.owner_id, &why).await?;
+    Fire {
+        new,
+        owner_id: bot.owner_id,
+        why,
+    }
+}
+
+/// Creates the fires' executions — one transaction per owner, durable before anything is
+/// queued — then records their first timeline entries, enqueues and announces them, each
+/// step once for the whole batch. Returns how many are new (a fire time's idempotency key
+/// returns the execution another leader made).
+async fn submit_fires(backends: &Backends, fires: Vec<Fire>) -> anyhow::Result<usize> {
+    let now = Timestamp::now();
+    let mut owners: Vec<Uuid> = fires.iter().map(|f| f.owner_id).collect();
+    owners.sort();
+    owners.dedup();
+    let mut created = Vec::new();
+    for owner in owners {
+        let mine: Vec<&Fire> = fires.iter().filter(|f| f.owner_id == owner).collect();
+        let news: Vec<NewExecution> = mine.iter().map(|f| f.new.clone()).collect();
+        let results = backends.store.create_executions(&news, owner, now).await?;
+        created.extend(
+            results
+                .into_iter()
+                .zip(mine)
+                .filter(|((_, new), _)| *new)
+                .map(|((exec, _), fire)| (exec, fire.why.clone())),
+        );
+    }
+    if created.is_empty() {
+        return Ok(0);
+    }
+    let events: Vec<NewEvent> = created
+        .iter()
+        .map(|(e, why)| NewEvent {
+            execution_id: e.id,
+            at: now,
+            kind: "queued",
+            message: format!("{why}; queued in pool {}", e.pool),
+        })
+        .collect();
+    if let Err(e) = backends.store.record_events(&events).await {
+        tracing::warn!(error = %e, "Cannot record the queued events of fired schedules.");
+    }
+    let items: Vec<QueueItem> = created.iter().map(|(e, _)| QueueItem::from(e)).collect();
+    if let Err(e) = backends.queue.enqueue(&items).await {
+        tracing::warn!(error = %e, "Queue unavailable; the reconciler will enqueue the fired executions.");
+    }
+    let updates: Vec<Event> = created.iter().map(|(e, _)| Event::updated(e)).collect();
+    futures::future::join_all(updates.iter().map(|u| backends.bus.publish(u))).await;
+    Ok(created.len())
+}
+
+fn missed_runs(schedule: &Schedule) -> MissedRuns {
+    match schedule.missed {
+        MissedPolicy::Skip => MissedRuns::Skip,
+        MissedPolicy::RunOnce => MissedRuns::RunOnce,
+        MissedPolicy::RunAll => MissedRuns::RunAll {
+            cap: schedule.missed_cap as usize,
+        },
+    }
+}
+
+/// Creates the execution of one fire time of a `cancel_previous` schedule: the live ones are
+/// cancelled first.
+async fn fire(
+    backends: &Backends,
+    bot: &Bot,
+    schedule: &Schedule,
+    cron: &CronSchedule,
+    at: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    for e in backends.store.live_scheduled(bot.id).await? {
+        let why =
+            format!("cancelled by the schedule's next fire time ({at}), overlap: cancel_previous");
+        cancel(backends, e.id, &why).await?;
+    }
+    let fire = fire_of(bot, schedule, cron, at);
+    let (_, created) = submit(backends, &fire.new, bot.owner_id, &fire.why).await?;
     Ok(created)
 }

@@ -55,8 +55,13 @@ pub async fn run(
         "Scheduler started."
     );
     loop {
+        let next_fire = wake_for(firing.next_due());
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            // A fire time comes before the next tick: fire on time, not up to a tick late.
+            _ = tokio::time::sleep_until(next_fire) => {
+                log_failure("cron", firing.tick(&backends, Timestamp::now()).await);
+            }
             _ = tick.tick() => {
                 log_failure("promote", promote(&backends).await);
                 log_failure("reap leases", reap_leases(&backends, &retry, Timestamp::now()).await);
@@ -72,6 +77,19 @@ pub async fn run(
     }
     tracing::info!("Scheduler stopped.");
     Ok(())
+}
+
+/// When to wake for a fire time: just after it (a fire time is due once it has passed), or
+/// far away when there is none.
+fn wake_for(next: Option<chrono::DateTime<chrono::Utc>>) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    match next {
+        Some(at) => {
+            let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            now + wait + Duration::from_millis(1)
+        }
+        None => now + Duration::from_secs(3600),
+    }
 }
 
 fn hostname() -> String {

@@ -328,15 +328,23 @@ pub(crate) async fn recover_panic(ctx: &Ctx, lease: &Lease, panic: &str) {
         }
     }
     if finish.status == ExecStatus::Queued {
-        let item = QueueItem {
-            id: exec.id,
-            pool: exec.pool.clone(),
-            priority: exec.priority,
-            run_at: finish.run_at,
-        };
-        let _ = ctx.backends.queue.enqueue(&[item]).await;
+        requeue(ctx, &exec, finish.run_at).await;
     }
     ctx.publish(Event::finished(&exec, &finish)).await;
+}
+
+/// Offers a retried execution to the queue again (at `run_at`); if the queue is down, the
+/// reconciler will.
+async fn requeue(ctx: &Ctx, exec: &Execution, run_at: Option<Timestamp>) {
+    let item = QueueItem {
+        id: exec.id,
+        pool: exec.pool.clone(),
+        priority: exec.priority,
+        run_at,
+    };
+    if let Err(e) = ctx.backends.queue.enqueue(&[item]).await {
+        tracing::warn!(execution_id = %exec.id, error = %e, "Cannot re-enqueue a retry; the reconciler will.");
+    }
 }
 
 /// Puts back an execution the store refused: when its bot runs `max_concurrency` executions
@@ -591,15 +599,7 @@ async fn conclude(
     }
     let _ = ctx.backends.queue.ack(lease).await;
     if finish.status == ExecStatus::Queued {
-        let item = QueueItem {
-            id: exec.id,
-            pool: exec.pool.clone(),
-            priority: exec.priority,
-            run_at: finish.run_at,
-        };
-        if let Err(e) = ctx.backends.queue.enqueue(&[item]).await {
-            tracing::warn!(execution_id = %exec.id, error = %e, "Cannot re-enqueue a retry; the reconciler will.");
-        }
+        requeue(ctx, exec, finish.run_at).await;
     }
     ctx.publish(Event::finished(exec, &finish)).await;
     Some(finish)

@@ -197,6 +197,12 @@ pub trait ScheduleStore: Send + Sync {
     async fn last_fire(&self, bot_id: Uuid) -> Result<Option<Timestamp>, StoreError>;
     /// A bot's scheduled executions that are queued or running.
     async fn live_scheduled(&self, bot_id: Uuid) -> Result<Vec<Execution>, StoreError>;
+    /// The statuses of the queued and running scheduled executions of these bots, in one
+    /// query (a cron tick checks every due bot's overlap at once).
+    async fn live_scheduled_bots(
+        &self,
+        bot_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, ExecStatus)>, StoreError>;
     /// Sets a live bot's status (`active`, `paused`); false if no such bot.
     async fn set_bot_status(
         &self,

@@ -148,6 +148,15 @@ async fn cron_fields_round_trip_and_the_last_fire_is_found(s: &dyn Store) -> Tes
     assert_eq!(s.last_fire(b.id).await?, Some(at(120_000)));
     assert_eq!(get(s, ids[0]).await?.scheduled_for, Some(at(60_000)));
     assert_eq!(s.live_scheduled(b.id).await?.len(), 2);
+    let other = bot(s, &ada, "unscheduled").await?;
+    execution(s, &other).await?;
+    let live = s.live_scheduled_bots(&[b.id, other.id]).await?;
+    assert_eq!(
+        live,
+        vec![(b.id, ExecStatus::Queued); 2],
+        "only scheduled executions count"
+    );
+    assert!(s.live_scheduled_bots(&[]).await?.is_empty());
     assert!(s.set_bot_status(b.id, "paused", at(1)).await?);
     assert_eq!(s.get_bot(b.id).await?.context("bot")?.status, "paused");
     Ok(())

@@ -88,6 +88,22 @@ macro_rules! schedule_store {
                 .map(|all| all.into_iter().filter(|e| e.scheduled_for.is_some()).collect())
             }
 
+            async fn live_scheduled_bots(&self, bot_ids: &[Uuid]) -> Result<Vec<(Uuid, crate::domain::ExecStatus)>, StoreError> {
+                let mut live = Vec::new();
+                for chunk in bot_ids.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT bot_id, status FROM executions WHERE status IN ('queued', 'running') AND scheduled_for IS NOT NULL AND bot_id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(")");
+                    live.extend(q.build_query_as::<(Uuid, crate::domain::ExecStatus)>().fetch_all(&self.pool).await?);
+                }
+                Ok(live)
+            }
+
             async fn set_pool_limit(&self, pool: &str, max_concurrency: Option<i32>, at: Timestamp) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO pools (name, max_concurrency, updated_at) VALUES ($1, $2, $3)
