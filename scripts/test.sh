@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole codex32 test suite on a Debian machine that has only the Rust toolchain:
-# installs PostgreSQL, Redis and python3 from Debian's packages when they are missing, starts
+# installs PostgreSQL, Redis and python3 from Debian's packages when they are missing (and
+# schemathesis from PyPI into a virtualenv under ~/.cache), starts
 # PostgreSQL when it is not running, gives it the test role, then runs every test.
 # Tests make their own PostgreSQL schema and start their own redis-server, so they run in
 # parallel and leave nothing behind.
@@ -40,5 +41,19 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'codex32_test'"
 fi
 # Schemas left by a test run that was killed.
 psql_admin -d codex32_test -c "DO \$\$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\_%' LOOP EXECUTE 'DROP SCHEMA ' || quote_ident(s) || ' CASCADE'; END LOOP; END \$\$;"
+
+# schemathesis, for the fuzz test of the API (tests/fuzz.rs), in a virtualenv of its own.
+VENV="${CODEX32_TEST_VENV:-$HOME/.cache/codex32-venv}"
+if [ ! -x "$VENV/bin/st" ]; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    echo "test.sh: installing python3-venv"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+  echo "test.sh: installing schemathesis into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+fi
+export CODEX32_SCHEMATHESIS="$VENV/bin/st"
 
 cargo test --workspace --all-targets "$@"
