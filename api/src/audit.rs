@@ -25,3 +25,17 @@ pub async fn record(
     };
     Ok(state.backends.store.record_audit(&entry).await?)
 }
+
+/// Appends one audit entry of an event that must not fail for want of its audit (a login, a
+/// logout): a store error is logged instead.
+pub async fn record_or_log(
+    state: &AppState,
+    actor: Option<Uuid>,
+    action: &str,
+    target: impl ToString,
+    details: Value,
+) {
+    if let Err(e) = record(state, actor, action, target, details).await {
+        tracing::warn!(error = %e.message, action, "Cannot record an audit entry.");
+    }
+}

@@ -196,11 +196,16 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .is_ok()
 }
 
+/// `bytes` random bytes in hex: the secret part of keys, webhook URLs, invites and resets.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
 /// A new random API key (shown once) and the hash that is stored.
 pub fn new_api_key() -> (String, String) {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+    let key = format!("{KEY_PREFIX}{}", random_hex(24));
     let hash = hash_key(&key);
     (key, hash)
 }

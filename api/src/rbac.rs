@@ -110,12 +110,12 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
 /// Probed by orchestrators and scrapers many times a minute: never rate-limited.
 const UNLIMITED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-/// The access a route needs; None for a route the table does not know.
+/// The access a route needs; None for a route the table does not know. (Looked up on every
+/// request: the table is indexed once.)
 pub fn access_for(method: &Method, path: &str) -> Option<Access> {
-    ROUTES
-        .iter()
-        .find(|(m, p, _)| *m == method.as_str() && *p == path)
-        .map(|(_, _, access)| *access)
+    static INDEX: std::sync::LazyLock<std::collections::HashMap<(&str, &str), Access>> =
+        std::sync::LazyLock::new(|| ROUTES.iter().map(|(m, p, a)| ((*m, *p), *a)).collect());
+    INDEX.get(&(method.as_str(), path)).copied()
 }
 
 /// Authenticates the caller of a non-public route and checks the table; the caller is kept in

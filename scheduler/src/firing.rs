@@ -33,6 +33,8 @@ pub struct Firing {
     parsed: HashMap<(Uuid, i32), CronSchedule>,
     /// The earliest next fire time seen at the last tick.
     next_due: Option<DateTime<Utc>>,
+    /// Each schedule's next fire time, until it passes.
+    next_fire: HashMap<(Uuid, i32), DateTime<Utc>>,
 }
 
 impl Firing {
@@ -43,6 +45,7 @@ impl Firing {
             last_fired: HashMap::new(),
             parsed: HashMap::new(),
             next_due: None,
+            next_fire: HashMap::new(),
         }
     }
 
@@ -103,11 +106,26 @@ impl Firing {
         self.next_due.filter(|_| self.leading())
     }
 
-    fn earliest_next(&self, bots: &[Bot], now: Timestamp) -> Option<DateTime<Utc>> {
-        bots.iter()
-            .filter_map(|b| self.parsed.get(&(b.id, b.version)))
-            .filter_map(|cron| cron.next_after(now.0))
-            .min()
+    /// Each schedule's next fire time is computed once and kept until it has passed: a tick
+    /// over many schedules does not walk every cron expression again.
+    fn earliest_next(&mut self, bots: &[Bot], now: Timestamp) -> Option<DateTime<Utc>> {
+        let mut earliest = None;
+        for bot in bots {
+            let key = (bot.id, bot.version);
+            let cached = self.next_fire.get(&key).copied().filter(|at| *at > now.0);
+            let next = match cached {
+                Some(at) => Some(at),
+                None => self
+                    .parsed
+                    .get(&key)
+                    .and_then(|cron| cron.next_after(now.0)),
+            };
+            if let Some(at) = next {
+                self.next_fire.insert(key, at);
+                earliest = Some(earliest.map_or(at, |e: DateTime<Utc>| e.min(at)));
+            }
+        }
+        earliest
     }
 
     /// The schedule of `bot` and its fire times due by `now` not fired yet.

@@ -284,9 +284,7 @@ async fn watch(w: Watch) {
         if let Some(after) = w.recover_after {
             tokio::time::sleep(after).await;
             let reason = format!("up for {} s: out of the crash loop", after.as_secs());
-            let mut up = Report::started(ServiceState::Running);
-            up.started = false;
-            up.reason = Some(reason);
+            let up = Report::state(ServiceState::Running, Some(reason));
             report(&w.ctx, &w.exec, up).await;
         }
         std::future::pending::<()>().await
@@ -450,14 +448,23 @@ struct Report {
 }
 
 impl Report {
+    /// The program was (re)started now, in `state`.
     fn started(state: ServiceState) -> Self {
+        Self {
+            started: true,
+            ..Self::state(state, None)
+        }
+    }
+
+    /// A change of state alone, with why.
+    fn state(state: ServiceState, reason: Option<String>) -> Self {
         Self {
             state,
             restarted: false,
             exit_code: None,
-            reason: None,
+            reason,
             tail: None,
-            started: true,
+            started: false,
         }
     }
 }
@@ -503,12 +510,11 @@ pub(crate) async fn handing_back(ctx: &Ctx, exec: &Execution, stopped: Option<St
     if stopped != Some(StopReason::Shutdown) {
         return;
     }
-    let mut moving = Report::started(ServiceState::Pending);
-    moving.started = false;
-    moving.reason = Some(format!(
+    let reason = format!(
         "worker {} is stopping; the service moves to another worker of pool {}",
         ctx.worker_id, exec.pool
-    ));
+    );
+    let moving = Report::state(ServiceState::Pending, Some(reason));
     report(ctx, exec, moving).await;
 }
 
@@ -518,14 +524,13 @@ pub(crate) async fn ended(ctx: &Ctx, exec: &Execution, finish: &Finish) {
         ExecStatus::Succeeded | ExecStatus::Failed | ExecStatus::TimedOut => ServiceState::Exited,
         ExecStatus::Queued | ExecStatus::Running | ExecStatus::Cancelled => return,
     };
-    let mut end = Report::started(state);
-    end.started = false;
-    end.exit_code = finish.exit_code;
-    end.reason = Some(
-        finish
-            .error
-            .clone()
-            .unwrap_or_else(|| "exited with code 0; the restart policy lets it end".to_owned()),
-    );
+    let reason = finish
+        .error
+        .clone()
+        .unwrap_or_else(|| "exited with code 0; the restart policy lets it end".to_owned());
+    let end = Report {
+        exit_code: finish.exit_code,
+        ..Report::state(state, Some(reason))
+    };
     report(ctx, exec, end).await;
 }

@@ -9,7 +9,6 @@ use codex32_shared::Timestamp;
 use codex32_shared::config::RegistrationMode;
 use codex32_shared::domain::{Role, User};
 use codex32_shared::store::AccountToken;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,7 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Caller, hash_key, hash_password};
+use crate::auth::{Caller, hash_key, hash_password, random_hex};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Json;
 use crate::limits;
@@ -81,12 +80,6 @@ pub struct ResetConfirm {
     pub new_password: String,
 }
 
-fn new_token() -> String {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 /// Create an account, if this server lets people register (`CODEX32_REGISTRATION`): `open`
 /// for anyone, `invite` with an admin's invite. New accounts get role `user` (or the
 /// invite's).
@@ -147,7 +140,7 @@ async fn create_invite(
     caller.require_admin()?;
     let email = req.email.as_deref().map(parse_email).transpose()?;
     let role = req.role.unwrap_or(Role::User);
-    let invite = new_token();
+    let invite = random_hex(24);
     let now = Timestamp::now();
     let token = AccountToken {
         id: Uuid::now_v7(),
@@ -203,7 +196,7 @@ async fn send_reset(state: &AppState, email: &str) -> Result<(), ApiError> {
     let Some(user) = store.user_by_email(&email).await? else {
         return Ok(());
     };
-    let secret = new_token();
+    let secret = random_hex(24);
     let now = Timestamp::now();
     let token = AccountToken {
         id: Uuid::now_v7(),

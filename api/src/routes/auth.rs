@@ -8,13 +8,14 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use codex32_shared::Timestamp;
 use codex32_shared::domain::User;
-use codex32_shared::store::{AuditEntry, RefreshToken, RefreshUse};
+use codex32_shared::store::{RefreshToken, RefreshUse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::audit;
 use crate::auth::{Caller, hash_password, verify_password};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Json;
@@ -93,19 +94,6 @@ async fn tokens_in_family(
     })
 }
 
-async fn audit_auth(state: &AppState, actor: Option<Uuid>, action: &str, target: String) {
-    let entry = AuditEntry {
-        actor_id: actor,
-        action: action.to_owned(),
-        target,
-        details: serde_json::json!({}),
-        at: Timestamp::now(),
-    };
-    if let Err(e) = state.backends.store.record_audit(&entry).await {
-        tracing::warn!(error = %e, action, "Cannot record an audit entry.");
-    }
-}
-
 /// Log in with email and password. Attempts are limited per account and per address
 /// (`CODEX32_LOGIN_LIMIT_PER_MIN`): past it, 429 with `Retry-After`.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
@@ -139,19 +127,14 @@ async fn password_login(
             (false, None)
         }
     };
-    let audit = AuditEntry {
-        actor_id: user.as_ref().map(|u| u.id),
-        action: if ok {
-            "auth.login"
-        } else {
-            "auth.login_failed"
-        }
-        .to_owned(),
-        target: req.email.clone(),
-        details: serde_json::json!({ "ip": ip }),
-        at: Timestamp::now(),
+    let action = if ok {
+        "auth.login"
+    } else {
+        "auth.login_failed"
     };
-    let _ = state.backends.store.record_audit(&audit).await;
+    let actor = user.as_ref().map(|u| u.id);
+    let details = serde_json::json!({ "ip": ip });
+    audit::record_or_log(state, actor, action, &req.email, details).await;
     match (ok, user) {
         (true, Some(user)) => Ok(axum::Json(tokens_for(state, &user).await?)),
         _ => Err(ApiError::unauthorized("wrong email or password")),
@@ -179,11 +162,12 @@ async fn refresh(
     {
         RefreshUse::Spent { family_id, .. } => family_id,
         RefreshUse::Reused { family_id, user_id } => {
-            audit_auth(
+            audit::record_or_log(
                 &state,
                 Some(user_id),
                 "auth.refresh_reused",
                 family_id.to_string(),
+                serde_json::json!({}),
             )
             .await;
             return Err(ApiError::unauthorized(
@@ -219,11 +203,12 @@ async fn logout(
         .store
         .revoke_refresh_family(claims.family_id, Timestamp::now())
         .await?;
-    audit_auth(
+    audit::record_or_log(
         &state,
         Some(claims.user_id),
         "auth.logout",
         claims.family_id.to_string(),
+        serde_json::json!({}),
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
@@ -249,11 +234,12 @@ async fn change_password(
         .await?
         .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
     if !verify_password(&req.current_password, &user.password_hash) {
-        audit_auth(
+        audit::record_or_log(
             &state,
             Some(user.id),
             "auth.password_change_failed",
             user.email,
+            serde_json::json!({}),
         )
         .await;
         return Err(ApiError::invalid(
@@ -271,7 +257,14 @@ async fn change_password(
     store
         .change_password(user.id, &hash, Timestamp::now())
         .await?;
-    audit_auth(&state, Some(user.id), "auth.password_change", user.email).await;
+    audit::record_or_log(
+        &state,
+        Some(user.id),
+        "auth.password_change",
+        user.email,
+        serde_json::json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

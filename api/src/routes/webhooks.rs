@@ -7,9 +7,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use codex32_shared::Timestamp;
-use codex32_shared::domain::{BotKind, Execution, NewExecution, Webhook};
+use codex32_shared::domain::{Execution, NewExecution, Webhook};
 use codex32_shared::submit::submit;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -18,7 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Caller, hash_key};
+use crate::auth::{Caller, hash_key, random_hex};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::routes::bots::visible_bot;
@@ -72,12 +71,6 @@ pub struct CreatedWebhook {
     pub token: String,
     /// The HMAC key, for signed webhooks.
     pub hmac_secret: Option<String>,
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    hex::encode(buf)
 }
 
 /// Add a webhook to a bot. The URL's token (and the HMAC secret) are shown once.
@@ -202,12 +195,7 @@ async fn trigger(
         .get_bot(hook.bot_id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
-    if bot.spec.kind == BotKind::Service {
-        return Err(ApiError::invalid(
-            "kind",
-            "this webhook's bot is a service, which runs continuously and takes no triggers",
-        ));
-    }
+    crate::routes::bots::refuse_service(&bot)?;
     if body.len() > state.max_input_bytes {
         let message = format!(
             "the body is {} bytes; the limit is {}",

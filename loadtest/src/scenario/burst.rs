@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Common, Outcome, RunBot, settle, with_progress};
+use super::{Common, Outcome, RunBot, finish_run, with_progress};
 use crate::client::Api;
 use crate::error::Error;
 use crate::measure::Recorder;
@@ -66,19 +66,7 @@ pub async fn run(args: &BurstArgs, progress: Progress) -> Result<Outcome, Error>
     )
     .await;
     bar.finish_and_clear();
-    let load_wall = recorder.start.elapsed();
-    let accepted = recorder.accepted();
-    let (executions, all_final) =
-        settle(&api, &args.common, &[bot.id], &recorder, accepted, progress).await;
-    bot.cleanup(&api, &args.common).await;
-    Ok(Outcome {
-        started_at: recorder.started_at,
-        observed: recorder.take(),
-        executions,
-        load_wall,
-        all_final,
-        ..Outcome::default()
-    })
+    Ok(finish_run(&api, &args.common, bot, recorder, progress).await)
 }
 
 /// One connection's closed loop: take the next slice of the N, submit it, repeat.

@@ -207,6 +207,29 @@ pub(crate) async fn settle(
     (read_back(api, bots, recorder).await, all_final)
 }
 
+/// The end of a one-bot run: its executions settled and read back, its bot cleaned up.
+pub(crate) async fn finish_run(
+    api: &Api,
+    common: &Common,
+    bot: RunBot,
+    recorder: Arc<Recorder>,
+    progress: Progress,
+) -> Outcome {
+    let load_wall = recorder.start.elapsed();
+    let accepted = recorder.accepted();
+    let (executions, all_final) =
+        settle(api, common, &[bot.id], &recorder, accepted, progress).await;
+    bot.cleanup(api, common).await;
+    Outcome {
+        started_at: recorder.started_at,
+        observed: recorder.take(),
+        executions,
+        load_wall,
+        all_final,
+        ..Outcome::default()
+    }
+}
+
 /// The executions of `bots` the run made (ids from its first accepted one on, if any).
 pub(crate) async fn read_back(api: &Api, bots: &[Uuid], recorder: &Recorder) -> Vec<ExecRow> {
     let since = recorder.first_accepted();

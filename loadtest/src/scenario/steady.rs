@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::burst::one_body;
-use super::{Common, Outcome, RunBot, settle, with_progress};
+use super::{Common, Outcome, RunBot, finish_run, with_progress};
 use crate::client::Api;
 use crate::error::Error;
 use crate::measure::Recorder;
@@ -72,19 +72,10 @@ pub(crate) async fn finish(
     recorder: Arc<Recorder>,
     progress: Progress,
 ) -> Result<Outcome, Error> {
-    let load_wall = recorder.start.elapsed();
-    let accepted = recorder.accepted();
-    let (executions, all_final) =
-        settle(&api, &args.common, &[bot.id], &recorder, accepted, progress).await;
-    bot.cleanup(&api, &args.common).await;
+    let outcome = finish_run(&api, &args.common, bot, recorder, progress).await;
     Ok(Outcome {
-        started_at: recorder.started_at,
-        observed: recorder.take(),
-        executions,
-        load_wall,
-        all_final,
         offered_per_s: Some(args.rate),
-        ..Outcome::default()
+        ..outcome
     })
 }
 
