@@ -401,3 +401,58 @@ async fn api_processes_share_one_budget_through_redis() {
     );
     drop(second);
 }
+
+#[tokio::test]
+async fn the_audit_log_shows_what_a_change_changed() {
+    let dev = Dev::start(&[]).await;
+    let c = &dev.client;
+    let bot = c
+        .bot(json!({"name": "audited", "runtime": "bash", "script": "true", "timeout_s": 30}))
+        .await;
+    let (status, body) = c
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/bots/{bot}"),
+            Some(json!({"timeout_s": 90})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = c.post(&format!("/bots/{bot}/pause"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = c
+        .call(
+            reqwest::Method::PUT,
+            "/pools/audited",
+            Some(json!({"max_concurrency": 3})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let update = &c
+        .get(&format!("/audit?action=bot.update&target={bot}"))
+        .await[0];
+    assert_eq!(update["details"]["before"]["timeout_s"], 30, "{update}");
+    assert_eq!(update["details"]["after"]["timeout_s"], 90, "{update}");
+    assert_eq!(update["details"]["after"]["version"], 2, "{update}");
+    assert!(
+        update["details"]["before"].get("script").is_none(),
+        "only what changed: {update}"
+    );
+    let paused = &c.get("/audit?action=bot.paused").await[0];
+    assert_eq!(
+        (
+            &paused["details"]["before"]["value"],
+            &paused["details"]["after"]["value"]
+        ),
+        (&json!("active"), &json!("paused")),
+        "{paused}"
+    );
+    let pool = &c.get("/audit?action=pool.update&target=audited").await[0];
+    assert_eq!(pool["details"]["before"]["max_concurrency"], Value::Null);
+    assert_eq!(pool["details"]["after"]["max_concurrency"], 3, "{pool}");
+    assert!(
+        pool["actor_id"].is_string() && pool["at"].is_string(),
+        "{pool}"
+    );
+    assert_eq!(pool["details"]["ip"], "127.0.0.1", "from where: {pool}");
+}

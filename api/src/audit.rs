@@ -1,21 +1,45 @@
 //! Recording who changed what, for every change made through the API.
 
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 use codex32_shared::Timestamp;
 use codex32_shared::store::AuditEntry;
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Appends one audit entry; a change whose audit cannot be written reports an error.
+tokio::task_local! {
+    /// The address of the request being handled, for "from where" in its audit entries.
+    static SOURCE: Option<String>;
+}
+
+/// Middleware: remembers the request's address while it is handled.
+pub async fn remember_source(req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    SOURCE.scope(ip, next.run(req)).await
+}
+
+/// Appends one audit entry; a change whose audit cannot be written reports an error. The
+/// request's address is added to the details as `ip` (unless they name one).
 pub async fn record(
     state: &AppState,
     actor: Option<Uuid>,
     action: &str,
     target: impl ToString,
-    details: Value,
+    mut details: Value,
 ) -> Result<(), ApiError> {
+    if let (Some(map), Ok(Some(ip))) = (details.as_object_mut(), SOURCE.try_with(Clone::clone)) {
+        map.entry("ip").or_insert(Value::String(ip));
+    }
     let entry = AuditEntry {
         actor_id: actor,
         action: action.to_owned(),
@@ -37,5 +61,52 @@ pub async fn record_or_log(
 ) {
     if let Err(e) = record(state, actor, action, target, details).await {
         tracing::warn!(error = %e.message, action, "Cannot record an audit entry.");
+    }
+}
+
+/// What a change changed: `{"before": {...}, "after": {...}}` with only the top-level fields
+/// that differ, so an audit entry shows the change, not two copies of the whole thing.
+pub fn diff(before: &impl Serialize, after: &impl Serialize) -> Value {
+    let (before, after) = (to_object(before), to_object(after));
+    let mut old = Map::new();
+    let mut new = Map::new();
+    for key in before.keys().chain(after.keys()) {
+        let (b, a) = (before.get(key), after.get(key));
+        if b != a && !old.contains_key(key) {
+            old.insert(key.clone(), b.cloned().unwrap_or(Value::Null));
+            new.insert(key.clone(), a.cloned().unwrap_or(Value::Null));
+        }
+    }
+    json!({ "before": old, "after": new })
+}
+
+fn to_object(value: &impl Serialize) -> Map<String, Value> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        Ok(other) => Map::from_iter([("value".to_owned(), other)]),
+        Err(_) => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_holds_only_what_changed() {
+        let before = json!({"name": "a", "timeout_s": 30, "env": {"X": "1"}, "gone": true});
+        let after = json!({"name": "a", "timeout_s": 60, "env": {"X": "2"}, "new": 1});
+        assert_eq!(
+            diff(&before, &after),
+            json!({
+                "before": {"timeout_s": 30, "env": {"X": "1"}, "gone": true, "new": null},
+                "after": {"timeout_s": 60, "env": {"X": "2"}, "gone": null, "new": 1},
+            })
+        );
+        assert_eq!(diff(&1, &1), json!({"before": {}, "after": {}}));
+        assert_eq!(
+            diff(&1, &2),
+            json!({"before": {"value": 1}, "after": {"value": 2}})
+        );
     }
 }

@@ -133,6 +133,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::oauth::OAuthError> for ApiError {
+    fn from(e: crate::oauth::OAuthError) -> Self {
+        use crate::oauth::OAuthError;
+        match e {
+            OAuthError::Unreachable { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", e.to_string())
+            }
+            OAuthError::CodeRejected(_) | OAuthError::BadIdToken(_) => {
+                ApiError::unauthorized(e.to_string())
+            }
+            OAuthError::NoEmail => ApiError::forbidden(e.to_string()),
+        }
+    }
+}
+
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         match e {

@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 mod limits;
 pub mod mailer;
+pub mod oauth;
 mod openapi;
 pub mod rbac;
 pub mod routes;
@@ -78,6 +79,10 @@ pub fn state(backends: Backends, common: &Config, config: &ApiConfig) -> anyhow:
             None => Arc::new(mailer::LogMailer),
         },
         reset_token_ttl_s: config.reset_token_ttl_s,
+        oauth: Arc::new(
+            oauth::Providers::load(config.oauth_config.as_deref())
+                .map_err(|e| anyhow::anyhow!("CODEX32_OAUTH_CONFIG: {e}"))?,
+        ),
         shutdown: CancellationToken::new(),
     })
 }
@@ -103,6 +108,7 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn(audit::remember_source))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -162,10 +168,14 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = AppState {
+    let mut state = AppState {
         shutdown: shutdown.child_token(),
         ..state
     };
+    // Bound to port 0 with no public URL configured: links name the port actually bound.
+    if state.public_url.ends_with(":0") {
+        state.public_url = format!("http://{}", listener.local_addr()?);
+    }
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

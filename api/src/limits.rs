@@ -72,8 +72,16 @@ pub async fn check_login(state: &AppState, email: &str, ip: Option<&str>) -> Res
         &format!("{limit} login attempts per minute for this account"),
     )
     .await?;
+    check_login_ip(state, ip).await
+}
+
+/// Counts a login attempt against its address only (a login through an identity provider,
+/// whose account is not known before it is done).
+pub async fn check_login_ip(state: &AppState, ip: Option<&str>) -> Result<(), Response> {
     if let Some(ip) = ip {
-        let per_ip = limit.saturating_mul(LOGINS_PER_IP_FACTOR);
+        let per_ip = state
+            .login_limit_per_min
+            .saturating_mul(LOGINS_PER_IP_FACTOR);
         let what = format!("{per_ip} login attempts per minute from this address");
         hit(state, &format!("login-ip:{ip}"), per_ip, &what).await?;
     }

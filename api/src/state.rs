@@ -26,6 +26,8 @@ pub struct AppState {
     pub public_url: String,
     pub mailer: Arc<dyn crate::mailer::Mailer>,
     pub reset_token_ttl_s: u64,
+    /// Identity providers users may log in with.
+    pub oauth: Arc<crate::oauth::Providers>,
     /// Seals secrets; None when no key is configured (secrets are off).
     pub keyring: Option<Arc<codex32_shared::secrets::Keyring>>,
     /// Cancelled when the server shuts down: long-lived connections (WebSockets), which

@@ -209,6 +209,11 @@ pub struct ApiConfig {
     #[arg(long, env = "CODEX32_MAILER_URL")]
     pub mailer_url: Option<String>,
 
+    /// A TOML file of identity providers to log in with (GitHub, Google, any OpenID Connect
+    /// provider): see docs/oauth.md. Unset: passwords and API keys only.
+    #[arg(long, env = "CODEX32_OAUTH_CONFIG")]
+    pub oauth_config: Option<std::path::PathBuf>,
+
     /// Lifetime of a password-reset link, in seconds.
     #[arg(long, env = "CODEX32_RESET_TOKEN_TTL_S", default_value_t = 3600)]
     pub reset_token_ttl_s: u64,

@@ -237,3 +237,6 @@ fn is_conflict<T>(result: Result<T, StoreError>) -> bool {
 async fn ids_of_users(s: &dyn Store) -> anyhow::Result<Vec<Uuid>> {
     Ok(s.list_users().await?.iter().map(|u| u.id).collect())
 }
+
+#[path = "store_conformance/oauth.rs"]
+mod oauth;

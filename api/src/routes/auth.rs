@@ -65,7 +65,7 @@ pub struct TokenResponse {
 }
 
 /// Tokens of a new login (a new family).
-async fn tokens_for(state: &AppState, user: &User) -> Result<TokenResponse, ApiError> {
+pub(crate) async fn tokens_for(state: &AppState, user: &User) -> Result<TokenResponse, ApiError> {
     tokens_in_family(state, user, Uuid::now_v7()).await
 }
 

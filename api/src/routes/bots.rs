@@ -156,7 +156,7 @@ async fn update_bot(
         Some(caller.user_id),
         "bot.update",
         id,
-        serde_json::json!({ "version": updated.version }),
+        audit::diff(&bot, &updated),
     )
     .await?;
     follow_kind(&state, &bot, &updated).await?;
@@ -186,7 +186,7 @@ async fn delete_bot(
         Some(caller.user_id),
         "bot.delete",
         id,
-        serde_json::json!({ "name": bot.spec.name }),
+        serde_json::json!({ "before": &bot, "after": null }),
     )
     .await?;
     if bot.spec.kind == BotKind::Service {
@@ -233,7 +233,7 @@ async fn set_status(
     status: &str,
 ) -> Result<BotView, ApiError> {
     caller.require_write()?;
-    visible_bot(state, caller, id).await?;
+    let before = visible_bot(state, caller, id).await?;
     if !state
         .backends
         .store
@@ -247,7 +247,7 @@ async fn set_status(
         Some(caller.user_id),
         &format!("bot.{status}"),
         id,
-        serde_json::json!({}),
+        audit::diff(&before.status, &status),
     )
     .await?;
     Ok(visible_bot(state, caller, id).await?.into())

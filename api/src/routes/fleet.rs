@@ -88,17 +88,18 @@ async fn set_pool(
         }
         other => other.map(|n| n as i32),
     };
-    state
-        .backends
-        .store
-        .set_pool_limit(&name, limit, Timestamp::now())
-        .await?;
+    let store = &state.backends.store;
+    let before = store.pools().await?.into_iter().find(|p| p.name == name);
+    store.set_pool_limit(&name, limit, Timestamp::now()).await?;
     audit::record(
         &state,
         Some(caller.user_id),
         "pool.update",
         &name,
-        serde_json::json!({ "max_concurrency": limit }),
+        audit::diff(
+            &serde_json::json!({ "max_concurrency": before.and_then(|p| p.max_concurrency) }),
+            &serde_json::json!({ "max_concurrency": limit }),
+        ),
     )
     .await?;
     let pools = state.backends.store.pools().await?;

@@ -9,6 +9,7 @@ pub mod executions;
 pub mod fleet;
 pub mod health;
 pub mod history;
+pub mod oauth;
 pub mod secrets;
 pub mod services;
 pub mod users;
@@ -24,6 +25,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
         .merge(accounts::router())
+        .merge(oauth::router())
         .merge(users::router())
         .merge(audit::router())
         .merge(api_keys::router())

@@ -142,6 +142,9 @@ async fn act(
             format!("restart requested by {}", caller.user_id),
         ),
     };
+    let store = &state.backends.store;
+    let desired = |s: Option<codex32_shared::domain::ServiceStatus>| serde_json::json!({ "desired": s.map(|s| s.desired) });
+    let before = desired(store.service(bot.id).await?);
     match action {
         Action::Start => services::start(&state.backends, &bot, Some(caller.user_id), &why).await?,
         Action::Stop => services::stop(&state.backends, &bot, &why).await?,
@@ -154,7 +157,7 @@ async fn act(
         Some(caller.user_id),
         name,
         bot.id,
-        serde_json::json!({}),
+        audit::diff(&before, &desired(store.service(bot.id).await?)),
     )
     .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(view(state, &bot).await?)))

@@ -419,6 +419,58 @@ pub trait AccountTokenStore: Send + Sync {
     ) -> Result<Option<AccountToken>, StoreError>;
 }
 
+/// A login through an identity provider in progress: what its callback needs to finish it.
+/// Only a hash of the state is kept; the row is taken (deleted) by the callback, once.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OAuthLogin {
+    pub state_hash: String,
+    pub provider: String,
+    pub pkce_verifier: String,
+    pub nonce: String,
+    /// Where the browser goes with its tokens afterwards (None: they are the response).
+    pub redirect_to: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A provider's account (`subject`, its stable id there) linked to a codex32 account.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OAuthIdentity {
+    pub provider: String,
+    pub subject: String,
+    pub user_id: Uuid,
+    /// The verified address it had when it was linked.
+    pub email: String,
+    pub created_at: Timestamp,
+}
+
+/// Logins through OAuth2 / OpenID Connect providers.
+#[async_trait]
+pub trait OAuthStore: Send + Sync {
+    /// Records a login in progress (and forgets the expired ones).
+    async fn create_oauth_login(&self, login: &OAuthLogin) -> Result<(), StoreError>;
+    /// Takes a live login by its state's hash, once; None if unknown, taken or expired.
+    async fn take_oauth_login(
+        &self,
+        state_hash: &str,
+        at: Timestamp,
+    ) -> Result<Option<OAuthLogin>, StoreError>;
+    /// The account a provider identity is linked to.
+    async fn identity_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Uuid>, StoreError>;
+    /// Links an identity to an existing account; a conflict if it is linked already.
+    async fn link_identity(&self, identity: &OAuthIdentity) -> Result<(), StoreError>;
+    /// Creates an account and links the identity to it, in one transaction.
+    async fn create_user_with_identity(
+        &self,
+        user: &User,
+        identity: &OAuthIdentity,
+    ) -> Result<(), StoreError>;
+}
+
 /// Login sessions: rotating refresh tokens and password changes that end them.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -522,6 +574,7 @@ pub trait Store:
     UserStore
     + SessionStore
     + AccountTokenStore
+    + OAuthStore
     + BotStore
     + ExecutionStore
     + LogStore
@@ -536,6 +589,7 @@ impl<
     T: UserStore
         + SessionStore
         + AccountTokenStore
+        + OAuthStore
         + BotStore
         + ExecutionStore
         + LogStore

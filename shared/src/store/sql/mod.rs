@@ -6,6 +6,7 @@ mod account_tokens;
 mod bots;
 mod executions;
 mod logs;
+mod oauth;
 mod ops;
 mod schedule;
 mod secrets;

@@ -20,19 +20,27 @@ macro_rules! key_columns {
     };
 }
 
+/// The INSERT of a new user, bound.
+macro_rules! insert_user {
+    ($user:expr) => {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind($user.id)
+        .bind(&$user.email)
+        .bind(&$user.password_hash)
+        .bind($user.role)
+        .bind($user.created_at)
+    };
+}
+pub(super) use insert_user;
+
 macro_rules! user_store {
     ($store:ty) => {
         #[async_trait]
         impl UserStore for $store {
             async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO users (id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(user.id)
-                .bind(&user.email)
-                .bind(&user.password_hash)
-                .bind(user.role)
-                .bind(user.created_at)
+                insert_user!(user)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| conflict_or(e, "user", &user.email))?;

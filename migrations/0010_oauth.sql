@@ -1,0 +1,23 @@
+-- Logins through identity providers (OAuth2 / OpenID Connect): those in progress (the state's
+-- hash, the PKCE verifier and the nonce; single use, minutes long) and the provider identities
+-- linked to accounts.
+CREATE TABLE oauth_logins (
+    state_hash    TEXT PRIMARY KEY,
+    provider      TEXT NOT NULL,
+    pkce_verifier TEXT NOT NULL,
+    nonce         TEXT NOT NULL,
+    redirect_to   TEXT,
+    created_at    TIMESTAMPTZ NOT NULL,
+    expires_at    TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX oauth_logins_expires ON oauth_logins (expires_at);
+
+CREATE TABLE oauth_identities (
+    provider   TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    user_id    UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    email      TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (provider, subject)
+);
+CREATE INDEX oauth_identities_user ON oauth_identities (user_id);
