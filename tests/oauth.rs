@@ -38,12 +38,14 @@ display_name = "Fake SSO"
 issuer = "{idp}"
 client_id = "codex32-sso"
 client_secret = "sso-secret"
+signup = true
 
 [providers.corp]
 kind = "google"
 issuer = "{idp}"
 client_id = "codex32-corp"
 client_secret = "corp-secret"
+signup = true
 allowed_domains = ["example.com"]
 
 [providers.github]
@@ -52,6 +54,13 @@ url = "{idp}"
 api_url = "{idp}/api"
 client_id = "codex32-gh"
 client_secret_env = "FAKE_GH_SECRET"
+signup = true
+
+[providers.closed]
+kind = "oidc"
+issuer = "{idp}"
+client_id = "codex32-closed"
+client_secret = "closed-secret"
 "#
     )
 }
@@ -70,6 +79,7 @@ impl Setup {
         let env = [
             ("CODEX32_OAUTH_CONFIG", path.as_str()),
             ("FAKE_GH_SECRET", "gh-secret"),
+            ("CODEX32_REGISTRATION", "open"),
         ];
         let (running, client) = if distributed {
             let cluster = Cluster::start(0, &env).await;
@@ -86,6 +96,7 @@ impl Setup {
             let (id, secret) = match p["name"].as_str().unwrap() {
                 "sso" => ("codex32-sso", "sso-secret"),
                 "corp" => ("codex32-corp", "corp-secret"),
+                "closed" => ("codex32-closed", "closed-secret"),
                 _ => ("codex32-gh", "gh-secret"),
             };
             idp.register(id, secret, p["redirect_uri"].as_str().unwrap());
@@ -205,6 +216,19 @@ async fn a_first_oidc_login_creates_an_account_and_the_next_one_finds_it() {
     let (status, tokens) = s.login("sso", grace.clone()).await;
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["token_type"], "Bearer");
+    let cb = s.begin("sso", "").await;
+    let resp = s
+        .browser
+        .get(&cb.url)
+        .header(COOKIE, &cb.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["cache-control"],
+        "no-store",
+        "tokens are not cached"
+    );
     let me = s.me(&tokens["access_token"]).await;
     assert_eq!(me["email"], "grace@example.org");
     assert_eq!(me["role"], "user", "the provider's default role");
@@ -273,7 +297,7 @@ async fn a_first_oidc_login_creates_an_account_and_the_next_one_finds_it() {
         .iter()
         .filter(|e| e["action"] == "auth.login" && e["details"]["method"] == "oauth")
         .count();
-    assert_eq!(oauth_logins, 4, "{logins}");
+    assert_eq!(oauth_logins, 5, "{logins}");
 }
 
 #[tokio::test]
@@ -345,6 +369,17 @@ async fn a_bad_state_a_replayed_code_and_a_forged_id_token_are_refused() {
     assert_eq!(status, 401, "{body}");
     assert!(message(&body).contains("access_denied"), "{body}");
 
+    // An HS256 "signature" keyed by the client secret: not an accepted algorithm.
+    s.idp.sign_hs256();
+    let (status, body) = s
+        .login("sso", Person::new("sub-hs", "hs@example.org", true))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        message(&body).contains("not an accepted signing algorithm"),
+        "{body}"
+    );
+
     // An ID token signed by a key the issuer does not publish.
     s.idp.forge_id_tokens();
     let (status, body) = s
@@ -413,6 +448,35 @@ async fn only_a_verified_email_links_an_account_or_creates_one() {
     assert_eq!(status, 200);
     let linked = s.client.get("/audit?action=user.identity_link").await;
     assert_eq!(linked.as_array().unwrap().len(), 1, "{linked}");
+
+    // An account someone registered with an address nobody confirmed: no link to it (its
+    // registrant could be anyone), until a password reset proves the address.
+    let (status, body) = s
+        .client
+        .post(
+            "/auth/register",
+            json!({"email": "eve@example.org", "password": "registered-by-anyone"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["email_verified"], false, "{body}");
+    let (status, body) = s
+        .login("sso", Person::new("sub-eve", "eve@example.org", true))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(message(&body).contains("never confirmed"), "{body}");
+
+    // A provider without signup: known accounts log in, nobody new gets one.
+    let (status, tokens) = s
+        .login("closed", Person::new("c-ada", "ada@example.com", true))
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(s.me(&tokens["access_token"]).await["id"], ada["id"]);
+    let (status, body) = s
+        .login("closed", Person::new("c-new", "new@example.org", true))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(message(&body).contains("do not create accounts"), "{body}");
 }
 
 #[tokio::test]
@@ -466,8 +530,8 @@ async fn providers_are_listed_and_bad_requests_are_explained() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["corp", "github", "sso"]);
-    let sso = &listed[2];
+    assert_eq!(names, ["closed", "corp", "github", "sso"]);
+    let sso = &listed[3];
     assert_eq!(sso["display_name"], "Fake SSO");
     assert_eq!(
         sso["redirect_uri"],
@@ -488,6 +552,18 @@ async fn providers_are_listed_and_bad_requests_are_explained() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 422, "no code");
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_fetched_again() {
+    let s = Setup::dev().await;
+    let person = Person::new("sub-rot", "rot@example.org", true);
+    assert_eq!(s.login("sso", person.clone()).await.0, 200, "keys cached");
+    s.idp.rotate_key();
+    // Past the refetch guard (5 s), a token signed by the new key makes codex32 fetch the keys.
+    tokio::time::sleep(std::time::Duration::from_millis(5500)).await;
+    let (status, body) = s.login("sso", person).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

@@ -73,11 +73,25 @@ pub fn diff(before: &impl Serialize, after: &impl Serialize) -> Value {
     for key in before.keys().chain(after.keys()) {
         let (b, a) = (before.get(key), after.get(key));
         if b != a && !old.contains_key(key) {
-            old.insert(key.clone(), b.cloned().unwrap_or(Value::Null));
-            new.insert(key.clone(), a.cloned().unwrap_or(Value::Null));
+            old.insert(key.clone(), b.map(summary).unwrap_or(Value::Null));
+            new.insert(key.clone(), a.map(summary).unwrap_or(Value::Null));
         }
     }
     json!({ "before": old, "after": new })
+}
+
+/// Texts longer than [`LONG_TEXT`] (a bot's script) are kept as their size and digest: the
+/// audit log says that they changed without holding every version of them.
+const LONG_TEXT: usize = 256;
+
+fn summary(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.len() > LONG_TEXT => json!({
+            "bytes": s.len(),
+            "sha256": crate::auth::hash_key(s),
+        }),
+        other => other.clone(),
+    }
 }
 
 fn to_object(value: &impl Serialize) -> Map<String, Value> {
@@ -104,6 +118,14 @@ mod tests {
             })
         );
         assert_eq!(diff(&1, &1), json!({"before": {}, "after": {}}));
+        let long = "x".repeat(1000);
+        let d = diff(&json!({"script": "echo"}), &json!({"script": long}));
+        assert_eq!(d["before"]["script"], "echo");
+        assert_eq!(d["after"]["script"]["bytes"], 1000, "{d}");
+        assert_eq!(
+            d["after"]["script"]["sha256"].as_str().map(str::len),
+            Some(64)
+        );
         assert_eq!(
             diff(&1, &2),
             json!({"before": {"value": 1}, "after": {"value": 2}})

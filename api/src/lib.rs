@@ -56,6 +56,7 @@ pub fn state(backends: Backends, common: &Config, config: &ApiConfig) -> anyhow:
         bail!("CODEX32_JWT_SECRET is too short: use at least 32 characters");
     }
     Ok(AppState {
+        submitter: codex32_shared::submit::Submitter::start(backends.clone()),
         backends,
         tokens: Arc::new(TokenKeys::new(
             secret.expose().as_bytes(),
@@ -146,7 +147,7 @@ pub async fn bootstrap_admin(state: &AppState, config: &ApiConfig) -> anyhow::Re
     if state.backends.store.user_by_email(&email).await?.is_some() {
         return Ok(());
     }
-    routes::users::create(state, &email, password.expose(), Role::Admin, None)
+    routes::users::create(state, &email, password.expose(), Role::Admin, None, true)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the admin {email}: {}", e.message))?;
     tracing::info!(email = %email, "Created the bootstrap admin.");

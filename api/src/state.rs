@@ -12,6 +12,8 @@ use crate::auth::TokenKeys;
 #[derive(Clone)]
 pub struct AppState {
     pub backends: Backends,
+    /// Single executions created through the API, group-committed under load.
+    pub submitter: codex32_shared::submit::Submitter,
     pub tokens: Arc<TokenKeys>,
     /// Largest execution input, in bytes of JSON.
     pub max_input_bytes: usize,

@@ -4,6 +4,7 @@
 //! (PostgreSQL / Redis) and an embedded (SQLite / in-process) implementation.
 
 pub mod backends;
+pub mod batch;
 pub mod bus;
 pub mod config;
 pub mod cron;

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::Backends;
 use crate::Timestamp;
+use crate::batch::Batcher;
 use crate::bus::Event;
 use crate::domain::{Bot, ExecStatus, Execution, NewExecution};
 use crate::queue::QueueItem;
@@ -149,4 +150,85 @@ pub async fn cancel(
         .record_events(&[NewEvent::now(exec.id, "cancel_requested", why)])
         .await?;
     Ok(Some(exec))
+}
+
+/// Single submissions from many concurrent callers, written together: the executions that
+/// arrive while one batch is being written make the next, which costs one transaction, one
+/// timeline write, one queue call — instead of one each. An idle submitter writes at once.
+#[derive(Clone)]
+pub struct Submitter {
+    batcher: Batcher<Submission, Result<(Execution, bool), StoreError>>,
+}
+
+struct Submission {
+    new: NewExecution,
+    owner_id: Uuid,
+    why: String,
+}
+
+/// Most submissions one batch takes.
+const SUBMIT_BATCH: usize = 256;
+
+impl Submitter {
+    pub fn start(backends: Backends) -> Self {
+        let batcher = Batcher::start(SUBMIT_BATCH, move |items: Vec<Submission>| {
+            let backends = backends.clone();
+            async move { Ok(write_submissions(&backends, items).await) }
+        });
+        Self { batcher }
+    }
+
+    /// [`submit`], group-committed with concurrent ones.
+    pub async fn submit(
+        &self,
+        new: NewExecution,
+        owner_id: Uuid,
+        why: &str,
+    ) -> Result<(Execution, bool), StoreError> {
+        let why = why.to_owned();
+        let submission = Submission { new, owner_id, why };
+        match self.batcher.submit(submission).await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Corrupt(e)),
+        }
+    }
+}
+
+/// Writes a batch: one [`submit_many`] per owner and reason; if that fails, each of its
+/// submissions alone, so one bad submission does not fail the others.
+async fn write_submissions(
+    backends: &Backends,
+    items: Vec<Submission>,
+) -> Vec<Result<(Execution, bool), StoreError>> {
+    let mut results: Vec<Option<Result<(Execution, bool), StoreError>>> =
+        items.iter().map(|_| None).collect();
+    let mut groups: Vec<((Uuid, &str), Vec<usize>)> = Vec::new();
+    for (i, s) in items.iter().enumerate() {
+        let key = (s.owner_id, s.why.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    for ((owner_id, why), members) in groups {
+        let news: Vec<NewExecution> = members.iter().map(|&i| items[i].new.clone()).collect();
+        match submit_many(backends, &news, owner_id, why).await {
+            Ok(done) => {
+                for (&i, result) in members.iter().zip(done) {
+                    results[i] = Some(Ok(result));
+                }
+            }
+            Err(_) => {
+                for &i in &members {
+                    results[i] = Some(submit(backends, &items[i].new, owner_id, why).await);
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Err(StoreError::Corrupt("a submission was not written".into())))
+        })
+        .collect()
 }

@@ -53,7 +53,10 @@ struct Inner {
     codes: HashMap<String, Grant>,
     access_tokens: HashMap<String, Person>,
     key: jsonwebtoken::EncodingKey,
+    kid: String,
     jwk: Value,
+    /// Signs ID tokens with HS256 keyed by the client secret (an algorithm-confusion attempt).
+    hs256: bool,
     /// Signs ID tokens with a key it does not publish (a forged token).
     rogue_key: Option<jsonwebtoken::EncodingKey>,
     /// Leaves the email out of ID tokens (it is then only in user info).
@@ -83,7 +86,9 @@ impl FakeIdp {
             codes: HashMap::new(),
             access_tokens: HashMap::new(),
             key,
+            kid: KID.into(),
             jwk,
+            hs256: false,
             rogue_key: None,
             email_only_in_userinfo: false,
             replays: 0,
@@ -120,6 +125,17 @@ impl FakeIdp {
     pub fn forge_id_tokens(&self) {
         let (rogue, _) = rsa_key(KID);
         self.inner.lock().unwrap().rogue_key = Some(rogue);
+    }
+
+    /// Replaces the signing key by a new one (new kid); the old one is no longer published.
+    pub fn rotate_key(&self) {
+        let (key, jwk) = rsa_key("fake-key-2");
+        let mut inner = self.inner.lock().unwrap();
+        (inner.key, inner.jwk, inner.kid) = (key, jwk, "fake-key-2".into());
+    }
+
+    pub fn sign_hs256(&self) {
+        self.inner.lock().unwrap().hs256 = true;
     }
 
     pub fn email_only_in_userinfo(&self) {
@@ -291,9 +307,16 @@ async fn token(
         claims["email_verified"] = json!(grant.person.email_verified);
     }
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some(KID.into());
-    let key = inner.rogue_key.as_ref().unwrap_or(&inner.key);
-    let id_token = jsonwebtoken::encode(&header, &claims, key).unwrap();
+    header.kid = Some(inner.kid.clone());
+    let id_token = if inner.hs256 {
+        let secret = inner.clients[&grant.client_id].0.clone();
+        header.alg = jsonwebtoken::Algorithm::HS256;
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    } else {
+        let key = inner.rogue_key.as_ref().unwrap_or(&inner.key);
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    };
     axum::Json(json!({
         "access_token": access, "token_type": "Bearer", "expires_in": 3600,
         "id_token": id_token, "scope": "openid email profile",

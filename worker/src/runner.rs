@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use codex32_shared::Backends;
 use codex32_shared::Timestamp;
+use codex32_shared::batch::Batcher;
 use codex32_shared::bus::Event;
 use codex32_shared::domain::{BotKind, BotSpec, ExecStatus, Execution};
 use codex32_shared::queue::{Lease, QueueItem};
 use codex32_shared::retry::RetryPolicy;
-use codex32_shared::store::{Finish, NewEvent};
+use codex32_shared::store::{Finish, NewEvent, Store};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -91,6 +92,56 @@ pub(crate) struct Ctx {
     pub health: crate::health::Health,
     /// Opens bots' secrets; None when no key is configured.
     pub keyring: Option<Arc<codex32_shared::secrets::Keyring>>,
+    /// The store writes every slot makes, group-committed across slots.
+    writes: Writes,
+}
+
+/// How many claims, timeline entries or results one transaction takes at most.
+const BATCH: usize = 256;
+
+/// Claims, timeline entries and results of all slots, each kind written in batches: under
+/// load one transaction carries many executions' writes instead of one each.
+struct Writes {
+    claims: Batcher<Uuid, Option<Execution>>,
+    events: Batcher<NewEvent, ()>,
+    results: Batcher<Finish, bool>,
+}
+
+impl Writes {
+    fn start(store: &Arc<dyn Store>, worker_id: &str, lease_ttl: Duration) -> Self {
+        let (s, worker) = (store.clone(), worker_id.to_owned());
+        let claims = Batcher::start(BATCH, move |ids: Vec<Uuid>| {
+            let (s, worker) = (s.clone(), worker.clone());
+            async move {
+                let now = Timestamp::now();
+                let until = now.plus_millis(lease_ttl.as_millis() as i64);
+                let claimed = s.claim_executions(&ids, &worker, now, until).await;
+                claimed.map_err(|e| e.to_string())
+            }
+        });
+        let s = store.clone();
+        let events = Batcher::start(BATCH, move |events: Vec<NewEvent>| {
+            let s = s.clone();
+            async move {
+                s.record_events(&events).await.map_err(|e| e.to_string())?;
+                Ok(vec![(); events.len()])
+            }
+        });
+        let s = store.clone();
+        let results = Batcher::start(BATCH, move |finishes: Vec<Finish>| {
+            let s = s.clone();
+            async move {
+                s.finish_executions(&finishes)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        });
+        Self {
+            claims,
+            events,
+            results,
+        }
+    }
 }
 
 impl Ctx {
@@ -105,8 +156,6 @@ impl Ctx {
         log_limit: usize,
     ) -> Self {
         Self {
-            backends,
-            worker_id,
             executor,
             lease_ttl,
             retry,
@@ -117,6 +166,9 @@ impl Ctx {
             waiting: Mutex::default(),
             health: crate::health::Health::default(),
             keyring: None,
+            writes: Writes::start(&backends.store, &worker_id, lease_ttl),
+            backends,
+            worker_id,
         }
     }
 
@@ -185,7 +237,7 @@ impl Ctx {
 
     /// Appends to an execution's timeline; a lost entry is logged, never fatal.
     pub(crate) async fn record(&self, event: NewEvent) {
-        if let Err(e) = self.backends.store.record_events(&[event]).await {
+        if let Err(e) = self.writes.events.submit(event).await {
             tracing::warn!(error = %e, "Cannot record a timeline event.");
         }
     }
@@ -199,14 +251,7 @@ impl Ctx {
 
 /// Runs the execution behind a queue lease to its end.
 pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
-    let now = Timestamp::now();
-    let until = now.plus_millis(ctx.lease_ttl.as_millis() as i64);
-    let exec = match ctx
-        .backends
-        .store
-        .claim_execution(lease.id, &ctx.worker_id, now, until)
-        .await
-    {
+    let exec = match ctx.writes.claims.submit(lease.id).await {
         Ok(Some(exec)) => exec,
         Ok(None) => {
             // Cancelled, finished or not due — or held back by its bot's concurrency limit.
@@ -584,7 +629,7 @@ async fn conclude(
         verdict,
         stopped,
     );
-    match ctx.backends.store.finish_execution(&finish).await {
+    match ctx.writes.results.submit(finish.clone()).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(execution_id = %exec.id, attempt = exec.attempt, "Result discarded: the lease moved on.");

@@ -83,6 +83,7 @@ async fn a_panicked_slot_is_freed_and_its_execution_retried() {
         password_hash: "not-a-hash".into(),
         role: Role::User,
         created_at: Timestamp::now(),
+        email_verified: true,
     };
     backends.store.create_user(&owner).await.unwrap();
     let spec = serde_json::from_value(serde_json::json!({

@@ -44,13 +44,11 @@ struct Entry {
     scopes: Option<Vec<String>>,
     #[serde(default)]
     allowed_domains: Vec<String>,
-    #[serde(default = "yes")]
+    /// Whether a first login creates an account (off unless asked for: a provider opens the
+    /// server to everyone with an account there).
+    #[serde(default)]
     signup: bool,
     role: Option<Role>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Reads and checks the providers of `path`.
@@ -75,6 +73,12 @@ fn provider(name: &str, e: Entry) -> Result<Provider, String> {
         return Err("client_id is empty".into());
     }
     let endpoints = endpoints(&e)?;
+    let scopes = e.scopes.clone().unwrap_or_else(|| default_scopes(e.kind));
+    if e.kind != Kind::Github && !scopes.iter().any(|s| s == "openid") {
+        return Err(
+            "scopes must include \"openid\": without it no ID token says who logged in".into(),
+        );
+    }
     let role = e.role.unwrap_or(Role::User);
     if !matches!(role, Role::User | Role::Viewer) {
         return Err(
@@ -89,7 +93,7 @@ fn provider(name: &str, e: Entry) -> Result<Provider, String> {
             .unwrap_or_else(|| default_display(name, e.kind)),
         client_id: e.client_id.trim().to_owned(),
         client_secret: client_secret(&e)?,
-        scopes: e.scopes.clone().unwrap_or_else(|| default_scopes(e.kind)),
+        scopes,
         allowed_domains: domains(&e.allowed_domains)?,
         signup: e.signup,
         role,
@@ -144,11 +148,21 @@ fn endpoints(e: &Entry) -> Result<Endpoints, String> {
     }
 }
 
-/// An absolute http(s) URL, without its trailing slash.
+/// An absolute https URL (http only on a loopback address), without its trailing slash:
+/// keys, tokens and the client secret travel over it.
 fn url(value: &str, field: &str) -> Result<String, String> {
     let parsed = reqwest::Url::parse(value).map_err(|e| format!("{field} {value:?}: {e}"))?;
-    if !matches!(parsed.scheme(), "https" | "http") {
-        return Err(format!("{field} {value:?} must be an http(s) URL"));
+    let loopback = match parsed.host() {
+        Some(oauth2::url::Host::Domain(d)) => d == "localhost",
+        Some(oauth2::url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(oauth2::url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let ok = parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback);
+    if !ok {
+        return Err(format!(
+            "{field} {value:?} must be an https URL (plain http only on a loopback address)"
+        ));
     }
     Ok(value.trim_end_matches('/').to_owned())
 }
@@ -252,7 +266,15 @@ mod tests {
             ),
             (
                 "[providers.g]\nkind = \"oidc\"\nclient_id = \"i\"\nissuer = \"ftp://x\"\n",
-                "http(s)",
+                "https URL",
+            ),
+            (
+                "[providers.g]\nkind = \"oidc\"\nclient_id = \"i\"\nissuer = \"http://sso.example.com\"\n",
+                "https URL",
+            ),
+            (
+                "[providers.g]\nkind = \"google\"\nclient_id = \"i\"\nscopes = [\"email\"]\n",
+                "openid",
             ),
             (
                 "[providers.g]\nkind = \"saml\"\nclient_id = \"i\"\n",

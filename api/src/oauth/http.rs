@@ -38,8 +38,10 @@ impl Http {
         for (name, value) in resp.headers() {
             out = out.header(name, value);
         }
-        let body = resp.bytes().await.map_err(HttpError::Request)?;
-        out.body(body.to_vec())
+        let body = read_capped(resp)
+            .await
+            .map_err(|e| HttpError::Response(format!("token endpoint: {e}")))?;
+        out.body(body)
             .map_err(|e| HttpError::Response(e.to_string()))
     }
 
@@ -63,15 +65,12 @@ impl Http {
         };
         let resp = req.send().await.map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+        let body = read_capped(resp)
+            .await
+            .map_err(|e| unreachable(format!("{url}: {e}")))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(unreachable(format!("{url} answered {status}: {text}")));
-        }
-        if body.len() > MAX_BODY {
-            return Err(unreachable(format!(
-                "{url} sent more than {MAX_BODY} bytes"
-            )));
         }
         serde_json::from_slice(&body).map_err(|e| unreachable(format!("{url}: {e}")))
     }
@@ -85,6 +84,22 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Http {
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(self.send(request))
     }
+}
+
+/// A response body, refused past [`MAX_BODY`] bytes without reading the rest.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_big = || format!("the answer is larger than {MAX_BODY} bytes");
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A failed request to a provider.

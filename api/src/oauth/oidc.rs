@@ -17,7 +17,7 @@ use super::{Identity, OAuthError};
 const CACHE_FOR: Duration = Duration::from_secs(3600);
 /// A token signed by a key we do not know makes us fetch the keys again (a rotation), but not
 /// more often than this.
-const REFETCH_AFTER: Duration = Duration::from_secs(30);
+const REFETCH_AFTER: Duration = Duration::from_secs(5);
 /// Asymmetric algorithms only: an HMAC "signature" would be keyed by the client secret,
 /// and `none` is no signature at all.
 const ALGORITHMS: &[Algorithm] = &[
@@ -65,6 +65,8 @@ pub struct Oidc {
 struct Claims {
     sub: String,
     nonce: Option<String>,
+    /// The client the token was issued to, when the audience names several.
+    azp: Option<String>,
     email: Option<String>,
     #[serde(default)]
     email_verified: Option<serde_json::Value>,
@@ -130,11 +132,20 @@ impl Oidc {
         let key = self.key(http, header.kid.as_deref()).await?;
         let mut validation = Validation::new(header.alg);
         validation.set_audience(&[client_id]);
-        validation.set_issuer(&[self.issuer.as_str(), &format!("{}/", self.issuer)]);
+        let with_slash = format!("{}/", self.issuer);
+        let mut issuers = vec![self.issuer.as_str(), with_slash.as_str()];
+        if self.issuer == "https://accounts.google.com" {
+            // Google documents both spellings of its issuer.
+            issuers.push("accounts.google.com");
+        }
+        validation.set_issuer(&issuers);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let claims = jsonwebtoken::decode::<Claims>(id_token, &key, &validation)
             .map_err(|e| bad(e.to_string()))?
             .claims;
+        if claims.azp.as_deref().is_some_and(|azp| azp != client_id) {
+            return Err(bad("it was issued to another client (azp)".into()));
+        }
         if claims.nonce.as_deref() != Some(nonce) {
             return Err(bad(
                 "its nonce is not this login's (a replayed token?)".into()

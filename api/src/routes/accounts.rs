@@ -97,19 +97,22 @@ async fn register(
                 "registration is off on this server: ask an admin for an account",
             ));
         }
-        RegistrationMode::Open => Role::User,
+        // Anyone may type any address: it is confirmed only by a later password reset.
+        RegistrationMode::Open => (Role::User, false),
         RegistrationMode::Invite => spend_invite(&state, req.invite.as_deref(), &email).await?,
     };
-    let user = create(&state, &email, &req.password, role, None).await?;
+    let (role, verified) = role;
+    let user = create(&state, &email, &req.password, role, None, verified).await?;
     Ok((StatusCode::CREATED, axum::Json(user)))
 }
 
-/// The role an invite grants, spending it (once).
+/// The role an invite grants, spending it (once), and whether it was for this very address
+/// (which the admin vouched for).
 async fn spend_invite(
     state: &AppState,
     invite: Option<&str>,
     email: &str,
-) -> Result<Role, ApiError> {
+) -> Result<(Role, bool), ApiError> {
     let invite = invite.ok_or_else(|| {
         ApiError::invalid(
             "invite",
@@ -126,7 +129,7 @@ async fn spend_invite(
                 "this invite is unknown, used, expired or for another address",
             )
         })?;
-    Ok(token.role.unwrap_or(Role::User))
+    Ok((token.role.unwrap_or(Role::User), token.email.is_some()))
 }
 
 /// Invite someone (admins): a single-use invite, valid 7 days, for registration by invite.
@@ -266,6 +269,8 @@ async fn confirm_reset(
     store
         .change_password(user_id, &hash, Timestamp::now())
         .await?;
+    // The link reached its owner: the address is theirs.
+    store.verify_email(user_id).await?;
     audit::record(
         &state,
         Some(user_id),

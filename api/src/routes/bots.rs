@@ -186,7 +186,7 @@ async fn delete_bot(
         Some(caller.user_id),
         "bot.delete",
         id,
-        serde_json::json!({ "before": &bot, "after": null }),
+        audit::diff(&bot, &serde_json::json!({})),
     )
     .await?;
     if bot.spec.kind == BotKind::Service {

@@ -111,13 +111,10 @@ async fn create_execution(
         .filter(|d| *d > 0)
         .map(|d| Timestamp::now().plus_millis((d * 1000) as i64));
     new.created_by = Some(caller.user_id);
-    let (exec, created) = submit(
-        &state.backends,
-        &new,
-        bot.owner_id,
-        "created through the API",
-    )
-    .await?;
+    let (exec, created) = state
+        .submitter
+        .submit(new, bot.owner_id, "created through the API")
+        .await?;
     let mut headers = HeaderMap::new();
     if !created {
         headers.insert("idempotency-replayed", HeaderValue::from_static("true"));

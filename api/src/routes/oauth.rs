@@ -32,7 +32,10 @@ use crate::state::AppState;
 const LOGIN_TTL_S: i64 = 600;
 /// The cookie that ties a login's state to the browser that started it.
 const COOKIE: &str = "codex32_oauth";
-const COOKIE_PATH: &str = "/api/v1/auth/oauth";
+/// Where the routes are, under the public URL (which may have a path of its own).
+const ROUTES_PATH: &str = "/api/v1/auth/oauth";
+/// The longest provider text (an error description) repeated in answers and the audit log.
+const MAX_PROVIDER_TEXT: usize = 200;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -81,7 +84,7 @@ async fn providers(State(state): State<AppState>) -> axum::Json<Vec<ProviderInfo
         name: p.name.clone(),
         display_name: p.display_name.clone(),
         kind: p.kind(),
-        login_url: format!("{}{COOKIE_PATH}/{}/start", state.public_url, p.name),
+        login_url: format!("{}{ROUTES_PATH}/{}/start", state.public_url, p.name),
         redirect_uri: redirect_uri(&state, &p.name),
     });
     axum::Json(list.collect())
@@ -166,7 +169,7 @@ async fn callback(
                 .map_err(IntoResponse::into_response)
         }
         Err(e) => {
-            let d = details(json!({ "reason": e.message }));
+            let d = details(json!({ "reason": truncate(&e.message) }));
             audit::record_or_log(&state, None, "auth.login_failed", &name, d).await;
             Err(e.into_response())
         }
@@ -182,7 +185,8 @@ async fn finish(
 ) -> Result<(User, Option<String>), ApiError> {
     let provider = provider(state, name)?;
     if let Some(error) = params.error {
-        let detail = params.error_description.unwrap_or_default();
+        let error = truncate(&error);
+        let detail = truncate(&params.error_description.unwrap_or_default());
         return Err(ApiError::unauthorized(format!(
             "{} refused the login ({error}{}{detail}): start it again",
             provider.display_name,
@@ -257,6 +261,12 @@ async fn account_for(
         created_at: Timestamp::now(),
     };
     if let Some(user) = store.user_by_email(&email).await? {
+        if !user.email_verified {
+            return Err(ApiError::conflict(format!(
+                "an account with {email} exists, but its address was never confirmed, so a login through {} cannot be linked to it: confirm it with a password reset (POST /api/v1/auth/password-reset), then log in through {} again",
+                provider.display_name, provider.display_name
+            )));
+        }
         let link = OAuthIdentity {
             user_id: user.id,
             ..link
@@ -273,6 +283,7 @@ async fn account_for(
         password_hash: String::new(),
         role: provider.role,
         created_at: link.created_at,
+        email_verified: true,
     };
     store.create_user_with_identity(&user, &link).await?;
     let details = json!({ "email": user.email, "role": user.role, "provider": link.provider, "subject": link.subject });
@@ -311,13 +322,18 @@ async fn respond(
     let Some(to) = redirect_to else {
         let mut resp = axum::Json(tokens).into_response();
         resp.headers_mut().insert(header::SET_COOKIE, clear);
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return Ok(resp);
     };
     let fragment = format!(
         "access_token={}&refresh_token={}&token_type={}&expires_in={}",
         tokens.access_token, tokens.refresh_token, tokens.token_type, tokens.expires_in
     );
-    Ok(redirect(&format!("{to}#{fragment}"), clear))
+    let mut resp = redirect(&format!("{to}#{fragment}"), clear);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 fn provider(state: &AppState, name: &str) -> Result<std::sync::Arc<Provider>, ApiError> {
@@ -329,25 +345,41 @@ fn provider(state: &AppState, name: &str) -> Result<std::sync::Arc<Provider>, Ap
 }
 
 fn redirect_uri(state: &AppState, name: &str) -> String {
-    format!("{}{COOKIE_PATH}/{name}/callback", state.public_url)
+    format!("{}{ROUTES_PATH}/{name}/callback", state.public_url)
 }
 
 /// A `redirect_to`: a path on this host, or an address under the public URL (never another
 /// site: the tokens travel with it).
 fn check_redirect(state: &AppState, to: String) -> Result<String, ApiError> {
-    let path = to.starts_with('/') && !to.starts_with("//") && !to.contains('\\');
+    let base = base_path(state);
+    let path = to.starts_with(&format!("{base}/")) && !to.starts_with("//") && !to.contains('\\');
     let under_public = to == state.public_url || to.starts_with(&format!("{}/", state.public_url));
-    let clean = to.len() <= 2048 && !to.contains('#') && !to.chars().any(char::is_control);
+    let clean = to.len() <= 2048 && !to.contains('#') && to.chars().all(|c| c.is_ascii_graphic());
     if (path || under_public) && clean {
         Ok(to)
     } else {
         Err(ApiError::invalid(
             "redirect_to",
             format!(
-                "must be a path (/…) or an address under {} of at most 2048 characters, without a fragment",
+                "must be a path under {base}/ or an address under {} of at most 2048 visible ASCII characters, without a fragment",
                 state.public_url
             ),
         ))
+    }
+}
+
+/// The path of the public URL (empty when it is the host's root).
+fn base_path(state: &AppState) -> String {
+    reqwest::Url::parse(&state.public_url)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+/// At most [`MAX_PROVIDER_TEXT`] characters of a provider's (or a caller's) text.
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_PROVIDER_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 
@@ -357,8 +389,9 @@ fn cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue {
     } else {
         ""
     };
+    let path = format!("{}{ROUTES_PATH}", base_path(state));
     let text = format!(
-        "{COOKIE}={value}; Path={COOKIE_PATH}; Max-Age={max_age_s}; HttpOnly; SameSite=Lax{secure}"
+        "{COOKIE}={value}; Path={path}; Max-Age={max_age_s}; HttpOnly; SameSite=Lax{secure}"
     );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

@@ -70,6 +70,7 @@ pub async fn create(
     password: &str,
     role: Role,
     actor: Option<Uuid>,
+    email_verified: bool,
 ) -> Result<User, ApiError> {
     let email = parse_email(email)?;
     check_password(password)?;
@@ -79,6 +80,7 @@ pub async fn create(
         password_hash: hash_password(password)?,
         role,
         created_at: Timestamp::now(),
+        email_verified,
     };
     state.backends.store.create_user(&user).await?;
     audit::record(
@@ -107,6 +109,7 @@ async fn create_user(
         &req.password,
         req.role,
         Some(caller.user_id),
+        true,
     )
     .await?;
     Ok((StatusCode::CREATED, axum::Json(user)))

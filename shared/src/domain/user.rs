@@ -64,6 +64,10 @@ pub struct User {
     pub password_hash: String,
     pub role: Role,
     pub created_at: Timestamp,
+    /// Whether the address is known to reach this user: the account was made by an admin, by
+    /// an invite for that address or through an identity provider that verified it, or a
+    /// password reset was completed. Identity-provider logins link only to such accounts.
+    pub email_verified: bool,
 }
 
 /// A long-lived credential for automation; only a hash of the key is kept.

@@ -31,6 +31,8 @@ pub trait UserStore: Send + Sync {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError>;
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Records that the account's address reaches its owner (a completed password reset).
+    async fn verify_email(&self, id: Uuid) -> Result<(), StoreError>;
     async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
     async fn list_api_keys(&self, user_id: Option<Uuid>) -> Result<Vec<ApiKey>, StoreError>;
@@ -145,7 +147,21 @@ pub trait ExecutionStore: Send + Sync {
         worker_id: &str,
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<Option<Execution>, StoreError>;
+    ) -> Result<Option<Execution>, StoreError> {
+        let mut claimed = self
+            .claim_executions(&[id], worker_id, now, lease_until)
+            .await?;
+        Ok(claimed.pop().flatten())
+    }
+    /// [`claim_execution`](Self::claim_execution) of many, those under no concurrency limit
+    /// in one transaction: one answer per id, in order.
+    async fn claim_executions(
+        &self,
+        ids: &[Uuid],
+        worker_id: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Option<Execution>>, StoreError>;
     /// Extends a lease still held by `worker_id` at `attempt`. None if the lease is lost;
     /// otherwise whether a cancel was requested.
     async fn renew_lease(
@@ -157,7 +173,13 @@ pub trait ExecutionStore: Send + Sync {
     ) -> Result<Option<bool>, StoreError>;
     /// Writes an attempt's end, with its timeline entry, if the lease still matches; false
     /// means it did not (stale) and nothing was written.
-    async fn finish_execution(&self, finish: &Finish) -> Result<bool, StoreError>;
+    async fn finish_execution(&self, finish: &Finish) -> Result<bool, StoreError> {
+        let mut done = self.finish_executions(std::slice::from_ref(finish)).await?;
+        Ok(done.pop().unwrap_or(false))
+    }
+    /// [`finish_execution`](Self::finish_execution) of many in one transaction (group
+    /// commit): one answer per finish, in order.
+    async fn finish_executions(&self, finishes: &[Finish]) -> Result<Vec<bool>, StoreError>;
     /// Running executions whose lease ended before `now`, oldest first.
     async fn expired_leases(
         &self,

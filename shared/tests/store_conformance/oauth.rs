@@ -73,6 +73,7 @@ async fn an_identity_links_to_one_account_and_a_new_account_comes_with_its_ident
         password_hash: String::new(),
         role: Role::User,
         created_at: at(0),
+        email_verified: true,
     };
     s.create_user_with_identity(&grace, &identity("sub-2", grace.id))
         .await?;

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::schedule::insert_events;
 use super::{PgStore, SqliteStore};
 use crate::Timestamp;
 use crate::domain::{ExecStatus, Execution, NewExecution};
@@ -151,6 +152,26 @@ fn in_request_order(
 
 macro_rules! execution_store {
     ($store:ty, $db:ty, $limit_locks:expr) => {
+        impl $store {
+            /// A claim under concurrency limits: the limits' locks, then the claim, in one
+            /// transaction, so two workers cannot both take the last slot.
+            async fn claim_limited(&self, id: Uuid, worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<Execution>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for lock in $limit_locks {
+                    sqlx::query(*lock).bind(id).execute(&mut *tx).await?;
+                }
+                let claimed = sqlx::query_as(CLAIM)
+                    .bind(id)
+                    .bind(worker_id)
+                    .bind(now)
+                    .bind(lease_until)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(claimed)
+            }
+        }
+
         #[async_trait]
         impl ExecutionStore for $store {
             async fn create_execution(&self, new: &NewExecution, owner_id: Uuid, at: Timestamp) -> Result<(Execution, bool), StoreError> {
@@ -266,29 +287,26 @@ macro_rules! execution_store {
                 self.get_execution(id).await
             }
 
-            async fn claim_execution(&self, id: Uuid, worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<Execution>, StoreError> {
-                let unlimited = sqlx::query_as(CLAIM_UNLIMITED)
-                    .bind(id)
-                    .bind(worker_id)
-                    .bind(now)
-                    .bind(lease_until)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                if unlimited.is_some() {
-                    return Ok(unlimited);
-                }
+            async fn claim_executions(&self, ids: &[Uuid], worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Option<Execution>>, StoreError> {
+                let mut claimed = Vec::with_capacity(ids.len());
                 let mut tx = self.pool.begin().await?;
-                for lock in $limit_locks {
-                    sqlx::query(*lock).bind(id).execute(&mut *tx).await?;
+                for id in ids {
+                    let unlimited: Option<Execution> = sqlx::query_as(CLAIM_UNLIMITED)
+                        .bind(id)
+                        .bind(worker_id)
+                        .bind(now)
+                        .bind(lease_until)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    claimed.push(unlimited);
                 }
-                let claimed = sqlx::query_as(CLAIM)
-                    .bind(id)
-                    .bind(worker_id)
-                    .bind(now)
-                    .bind(lease_until)
-                    .fetch_optional(&mut *tx)
-                    .await?;
                 tx.commit().await?;
+                // Those under a limit (or not claimable at all) take the locked path, one by one.
+                for (id, slot) in ids.iter().zip(claimed.iter_mut()) {
+                    if slot.is_none() {
+                        *slot = self.claim_limited(*id, worker_id, now, lease_until).await?;
+                    }
+                }
                 Ok(claimed)
             }
 
@@ -307,38 +325,40 @@ macro_rules! execution_store {
                 Ok(row.map(|(cancel,)| cancel))
             }
 
-            async fn finish_execution(&self, f: &Finish) -> Result<bool, StoreError> {
-                let sql = if f.status == ExecStatus::Queued { FINISH_RETRY } else { FINISH_FINAL };
+            async fn finish_executions(&self, finishes: &[Finish]) -> Result<Vec<bool>, StoreError> {
+                let mut done = Vec::with_capacity(finishes.len());
                 let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(sql)
-                    .bind(f.id)
-                    .bind(f.attempt)
-                    .bind(&f.worker_id)
-                    .bind(f.at)
-                    .bind(f.status)
-                    .bind(f.output.as_ref().map(sqlx::types::Json))
-                    .bind(&f.error)
-                    .bind(f.exit_code)
-                    .bind(f.duration_ms)
-                    .bind(f.run_at)
-                    .bind(f.usage.as_ref().map(sqlx::types::Json))
-                    .bind(f.sandboxed)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() != 1 {
-                    return Ok(false);
+                for f in finishes {
+                    let sql = if f.status == ExecStatus::Queued { FINISH_RETRY } else { FINISH_FINAL };
+                    let written = sqlx::query(sql)
+                        .bind(f.id)
+                        .bind(f.attempt)
+                        .bind(&f.worker_id)
+                        .bind(f.at)
+                        .bind(f.status)
+                        .bind(f.output.as_ref().map(sqlx::types::Json))
+                        .bind(&f.error)
+                        .bind(f.exit_code)
+                        .bind(f.duration_ms)
+                        .bind(f.run_at)
+                        .bind(f.usage.as_ref().map(sqlx::types::Json))
+                        .bind(f.sandboxed)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        == 1;
+                    done.push(written);
                 }
-                // The result and its timeline entry are written together or not at all.
-                let event = NewEvent::finished(f);
-                sqlx::query("INSERT INTO execution_events (execution_id, at, kind, message) VALUES ($1, $2, $3, $4)")
-                    .bind(event.execution_id)
-                    .bind(event.at)
-                    .bind(event.kind)
-                    .bind(&event.message)
-                    .execute(&mut *tx)
-                    .await?;
+                // Each result and its timeline entry are written together or not at all.
+                let events: Vec<NewEvent> = finishes
+                    .iter()
+                    .zip(&done)
+                    .filter(|(_, written)| **written)
+                    .map(|(f, _)| NewEvent::finished(f))
+                    .collect();
+                insert_events!($db, &mut *tx, &events);
                 tx.commit().await?;
-                Ok(true)
+                Ok(done)
             }
 
             async fn expired_leases(&self, now: Timestamp, limit: i64) -> Result<Vec<Execution>, StoreError> {

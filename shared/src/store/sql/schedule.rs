@@ -11,20 +11,33 @@ use crate::store::{
 };
 
 /// Rows per INSERT statement (4 parameters each).
-const ROWS_PER_STATEMENT: usize = 500;
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts timeline events, many rows a statement, on `$conn` (a pool or a transaction).
+macro_rules! insert_events {
+    ($db:ty, $conn:expr, $events:expr) => {
+        for chunk in $events.chunks($crate::store::sql::schedule::ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO execution_events (execution_id, at, kind, message) ",
+            );
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(e.execution_id)
+                    .push_bind(e.at)
+                    .push_bind(e.kind)
+                    .push_bind(&e.message);
+            });
+            q.build().execute($conn).await?;
+        }
+    };
+}
+pub(super) use insert_events;
 
 macro_rules! schedule_store {
     ($store:ty, $db:ty) => {
         #[async_trait]
         impl ScheduleStore for $store {
             async fn record_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
-                for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO execution_events (execution_id, at, kind, message) ");
-                    q.push_values(chunk, |mut row, e| {
-                        row.push_bind(e.execution_id).push_bind(e.at).push_bind(e.kind).push_bind(&e.message);
-                    });
-                    q.build().execute(&self.pool).await?;
-                }
+                insert_events!($db, &self.pool, events);
                 Ok(())
             }
 

@@ -11,7 +11,7 @@ use crate::store::{StoreError, UserStore};
 
 macro_rules! user_columns {
     () => {
-        "id, email, password_hash, role, created_at"
+        "id, email, password_hash, role, created_at, email_verified"
     };
 }
 macro_rules! key_columns {
@@ -24,13 +24,15 @@ macro_rules! key_columns {
 macro_rules! insert_user {
     ($user:expr) => {
         sqlx::query(
-            "INSERT INTO users (id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO users (id, email, password_hash, role, created_at, email_verified)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind($user.id)
         .bind(&$user.email)
         .bind(&$user.password_hash)
         .bind($user.role)
         .bind($user.created_at)
+        .bind($user.email_verified)
     };
 }
 pub(super) use insert_user;
@@ -55,6 +57,14 @@ macro_rules! user_store {
             async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError> {
                 let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
                 Ok(sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?)
+            }
+
+            async fn verify_email(&self, id: Uuid) -> Result<(), StoreError> {
+                sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn list_users(&self) -> Result<Vec<User>, StoreError> {

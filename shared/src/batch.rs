@@ -1,0 +1,121 @@
+//! Group commit: many tasks each hand one item to a [`Batcher`] and wait for its result; one
+//! writer task takes whatever has arrived (up to a cap) and writes it with one call — one
+//! transaction, one commit — instead of one per item. Nothing waits for a batch to fill: an
+//! item arriving at an idle batcher is written at once, and under load the items that arrive
+//! while a write is in flight make the next batch.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+type Reply<R> = oneshot::Sender<Result<R, String>>;
+
+/// A handle for submitting items; cheap to clone. The writer task ends with the last handle.
+pub struct Batcher<T, R> {
+    tx: mpsc::UnboundedSender<(T, Reply<R>)>,
+}
+
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// Starts the writer task. `write` gets up to `max` items and returns one result per item,
+    /// in order (or one error for the whole batch).
+    pub fn start<F, Fut>(max: usize, write: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<R>, String>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(rx, max.max(1), write));
+        Self { tx }
+    }
+
+    /// Writes `item` with whatever else is waiting, and returns its result.
+    pub async fn submit(&self, item: T) -> Result<R, String> {
+        let (reply, result) = oneshot::channel();
+        self.tx
+            .send((item, reply))
+            .map_err(|_| "the batch writer has stopped".to_owned())?;
+        result
+            .await
+            .map_err(|_| "the batch writer dropped the item".to_owned())?
+    }
+}
+
+async fn write_loop<T, R, F, Fut>(
+    mut rx: mpsc::UnboundedReceiver<(T, Reply<R>)>,
+    max: usize,
+    write: F,
+) where
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = Result<Vec<R>, String>>,
+{
+    let mut waiting = Vec::with_capacity(max);
+    while rx.recv_many(&mut waiting, max).await > 0 {
+        let (items, replies): (Vec<T>, Vec<Reply<R>>) = waiting.drain(..).unzip();
+        let n = items.len();
+        match write(items).await {
+            Ok(results) if results.len() == n => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Ok(results) => {
+                let e = format!("a batch of {n} items gave {} results", results.len());
+                replies
+                    .into_iter()
+                    .for_each(|r| drop(r.send(Err(e.clone()))));
+            }
+            Err(e) => replies
+                .into_iter()
+                .for_each(|r| drop(r.send(Err(e.clone())))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn items_submitted_together_are_written_together_and_each_gets_its_result() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let batcher = Batcher::start(64, move |items: Vec<u32>| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok(items.iter().map(|i| i * 2).collect::<Vec<_>>())
+            }
+        });
+        let results = futures::future::join_all((0..200).map(|i| {
+            let b = batcher.clone();
+            async move { b.submit(i).await }
+        }))
+        .await;
+        let expected: Vec<Result<u32, String>> = (0..200).map(|i| Ok(i * 2)).collect();
+        assert_eq!(results, expected);
+        let writes = calls.load(Ordering::Relaxed);
+        assert!(
+            (4..=10).contains(&writes),
+            "200 items in batches of ≤ 64: {writes} writes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_every_item_of_its_batch() {
+        let batcher = Batcher::start(8, |_: Vec<u8>| async {
+            Err::<Vec<()>, _>("disk full".to_owned())
+        });
+        assert_eq!(batcher.submit(1).await, Err("disk full".to_owned()));
+    }
+}
