@@ -487,8 +487,17 @@ async fn the_domain_allow_list_and_github() {
         .await;
     assert_eq!(status, 403, "{body}");
     assert!(message(&body).contains("example.com"), "{body}");
+    // The domain's address on a personal Google account (no Workspace `hd`): no account.
+    let (status, body) = s
+        .login("corp", Person::new("g-3", "mallory@example.com", true))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(message(&body).contains("Workspace"), "{body}");
     let (status, tokens) = s
-        .login("corp", Person::new("g-2", "dan@example.com", true))
+        .login(
+            "corp",
+            Person::new("g-2", "dan@example.com", true).in_workspace("example.com"),
+        )
         .await;
     assert_eq!(status, 200, "{tokens}");
 

@@ -23,6 +23,8 @@ pub struct Person {
     pub sub: String,
     pub email: String,
     pub email_verified: bool,
+    /// Google's Workspace domain of the account (`hd`).
+    pub hd: Option<String>,
 }
 
 impl Person {
@@ -31,6 +33,14 @@ impl Person {
             sub: sub.into(),
             email: email.into(),
             email_verified,
+            hd: None,
+        }
+    }
+
+    pub fn in_workspace(self, domain: &str) -> Self {
+        Self {
+            hd: Some(domain.into()),
+            ..self
         }
     }
 }
@@ -302,6 +312,9 @@ async fn token(
         "iss": inner.url, "sub": grant.person.sub, "aud": grant.client_id,
         "iat": now, "exp": now + 300, "nonce": grant.nonce,
     });
+    if let Some(hd) = &grant.person.hd {
+        claims["hd"] = json!(hd);
+    }
     if !inner.email_only_in_userinfo {
         claims["email"] = json!(grant.person.email);
         claims["email_verified"] = json!(grant.person.email_verified);

@@ -97,6 +97,7 @@ fn provider(name: &str, e: Entry) -> Result<Provider, String> {
         allowed_domains: domains(&e.allowed_domains)?,
         signup: e.signup,
         role,
+        google: e.kind == Kind::Google,
         endpoints,
     })
 }

@@ -38,5 +38,6 @@ pub async fn identity(http: &Http, api: &str, token: &str) -> Result<Identity, O
         subject: user.id.to_string(),
         email: chosen.email.clone(),
         email_verified: chosen.verified,
+        hosted_domain: None,
     })
 }

@@ -22,6 +22,8 @@ pub struct Identity {
     pub subject: String,
     pub email: String,
     pub email_verified: bool,
+    /// Google's `hd`: the Workspace domain the account belongs to (None for personal ones).
+    pub hosted_domain: Option<String>,
 }
 
 /// The configured providers.

@@ -70,6 +70,8 @@ struct Claims {
     email: Option<String>,
     #[serde(default)]
     email_verified: Option<serde_json::Value>,
+    /// Google's Workspace domain.
+    hd: Option<String>,
 }
 
 /// The claims of the user-info response we use.
@@ -120,7 +122,7 @@ impl Oidc {
         id_token: &str,
         client_id: &str,
         nonce: &str,
-    ) -> Result<(String, Option<String>, bool), OAuthError> {
+    ) -> Result<(Identity, Option<String>), OAuthError> {
         let bad = |why: String| OAuthError::BadIdToken(why);
         let header = jsonwebtoken::decode_header(id_token).map_err(|e| bad(e.to_string()))?;
         if !ALGORITHMS.contains(&header.alg) {
@@ -151,7 +153,13 @@ impl Oidc {
                 "its nonce is not this login's (a replayed token?)".into()
             ));
         }
-        Ok((claims.sub, claims.email, truthy(&claims.email_verified)))
+        let identity = Identity {
+            subject: claims.sub,
+            email: String::new(),
+            email_verified: truthy(&claims.email_verified),
+            hosted_domain: claims.hd.map(|d| d.to_lowercase()),
+        };
+        Ok((identity, claims.email))
     }
 
     /// The identity of an ID token, completed from the user-info endpoint when the token
@@ -164,28 +172,24 @@ impl Oidc {
         client_id: &str,
         nonce: &str,
     ) -> Result<Identity, OAuthError> {
-        let (subject, email, verified) = self.verify(http, id_token, client_id, nonce).await?;
+        let (identity, email) = self.verify(http, id_token, client_id, nonce).await?;
         if let Some(email) = email {
-            return Ok(Identity {
-                subject,
-                email,
-                email_verified: verified,
-            });
+            return Ok(Identity { email, ..identity });
         }
         let metadata = self.metadata(http).await?;
         let Some(url) = &metadata.userinfo_endpoint else {
             return Err(OAuthError::NoEmail);
         };
         let info: UserInfo = http.get_json(url, Some(access_token), "user info").await?;
-        if info.sub != subject {
+        if info.sub != identity.subject {
             return Err(OAuthError::BadIdToken(
                 "the user-info response names another subject than the ID token".into(),
             ));
         }
         Ok(Identity {
-            subject,
             email: info.email.ok_or(OAuthError::NoEmail)?,
             email_verified: truthy(&info.email_verified),
+            ..identity
         })
     }
 

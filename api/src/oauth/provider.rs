@@ -31,6 +31,9 @@ pub struct Provider {
     pub signup: bool,
     /// The role of accounts it creates.
     pub role: Role,
+    /// Google: with `allowed_domains`, sign-up also needs the Workspace domain (`hd`) to be
+    /// one of them — an address of the domain on a personal Google account is not enough.
+    pub google: bool,
     pub endpoints: Endpoints,
 }
 

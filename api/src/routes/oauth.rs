@@ -276,7 +276,7 @@ async fn account_for(
         audit::record(state, Some(user.id), "user.identity_link", user.id, details).await?;
         return Ok(user);
     }
-    check_signup(provider, &email)?;
+    check_signup(provider, &email, identity.hosted_domain.as_deref())?;
     let user = User {
         id: link.user_id,
         email,
@@ -292,7 +292,7 @@ async fn account_for(
 }
 
 /// Whether a first login through `provider` may create an account for `email`.
-fn check_signup(provider: &Provider, email: &str) -> Result<(), ApiError> {
+fn check_signup(provider: &Provider, email: &str, hosted: Option<&str>) -> Result<(), ApiError> {
     if !provider.signup {
         return Err(ApiError::forbidden(format!(
             "no account uses {email}, and logins through {} do not create accounts here: ask an admin to create yours with this address, then log in again",
@@ -304,6 +304,16 @@ fn check_signup(provider: &Provider, email: &str) -> Result<(), ApiError> {
     if !allowed.is_empty() && !allowed.iter().any(|d| d == domain) {
         return Err(ApiError::forbidden(format!(
             "logins through {} create accounts only for addresses at {}; {email} is not one: ask an admin to create your account",
+            provider.display_name,
+            allowed.join(", ")
+        )));
+    }
+    if provider.google
+        && !allowed.is_empty()
+        && !hosted.is_some_and(|h| allowed.iter().any(|d| d == h))
+    {
+        return Err(ApiError::forbidden(format!(
+            "logins through {} create accounts only for Google Workspace accounts of {}; this one is not (its address may be attached to a personal Google account): ask an admin to create your account",
             provider.display_name,
             allowed.join(", ")
         )));
