@@ -1,8 +1,6 @@
 //! Recording who changed what, for every change made through the API.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use codex32_shared::Timestamp;
@@ -21,10 +19,7 @@ tokio::task_local! {
 
 /// Middleware: remembers the request's address while it is handled.
 pub async fn remember_source(req: Request, next: Next) -> Response {
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let ip = crate::limits::ip_of(req.extensions());
     SOURCE.scope(ip, next.run(req)).await
 }
 

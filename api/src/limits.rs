@@ -22,8 +22,12 @@ const LOGINS_PER_IP_FACTOR: u32 = 6;
 
 /// The client's address, when the server knows it.
 pub fn client_ip(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
+    ip_of(&parts.extensions)
+}
+
+/// The address a request came from, out of its extensions.
+pub fn ip_of(extensions: &axum::http::Extensions) -> Option<String> {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip().to_string())
 }

@@ -194,23 +194,20 @@ async fn authorize(State(inner): Shared, Query(q): Query<HashMap<String, String>
         return (StatusCode::BAD_REQUEST, "unknown client or redirect_uri").into_response();
     }
     let state = param("state");
-    let back = |query: String| {
-        let sep = if redirect_uri.contains('?') { '&' } else { '?' };
-        (
-            StatusCode::FOUND,
-            [(header::LOCATION, format!("{redirect_uri}{sep}{query}"))],
-        )
-            .into_response()
+    let back = |pairs: &[(&str, &str)]| {
+        let mut to = url::Url::parse(&redirect_uri).expect("a registered redirect URI");
+        to.query_pairs_mut().extend_pairs(pairs);
+        (StatusCode::FOUND, [(header::LOCATION, to.to_string())]).into_response()
     };
     let pkce_ok = param("code_challenge_method") == "S256" && param("code_challenge").len() == 43;
     if param("response_type") != "code" || state.is_empty() || !pkce_ok {
-        return back(format!("error=invalid_request&state={}", enc(&state)));
+        return back(&[("error", "invalid_request"), ("state", &state)]);
     }
     let Some(person) = inner.signed_in.clone() else {
         return (StatusCode::OK, "<form>log in</form>").into_response();
     };
     inner.next += 1;
-    let code = format!("code-{}-{}", inner.next, hex(16));
+    let code = format!("code-{}-{}", inner.next, random_hex(16));
     let grant = Grant {
         client_id,
         redirect_uri: redirect_uri.clone(),
@@ -220,7 +217,7 @@ async fn authorize(State(inner): Shared, Query(q): Query<HashMap<String, String>
         used: false,
     };
     inner.codes.insert(code.clone(), grant);
-    back(format!("code={}&state={}", enc(&code), enc(&state)))
+    back(&[("code", &code), ("state", &state)])
 }
 
 /// The token endpoint's checks: client authentication, a live code for this client and
@@ -303,7 +300,7 @@ async fn token(
                 .into_response();
         }
     };
-    let access = format!("at-{}", hex(16));
+    let access = format!("at-{}", random_hex(16));
     inner
         .access_tokens
         .insert(access.clone(), grant.person.clone());
@@ -356,7 +353,7 @@ async fn github_token(
     let mut inner = inner.lock().unwrap();
     match redeem(&mut inner, &headers, &form) {
         Ok(grant) => {
-            let access = format!("gho_{}", hex(16));
+            let access = format!("gho_{}", random_hex(16));
             inner.access_tokens.insert(access.clone(), grant.person);
             axum::Json(json!({"access_token": access, "token_type": "bearer", "scope": "read:user,user:email"}))
                 .into_response()
@@ -414,7 +411,7 @@ fn client_credentials(
     {
         let decoded = String::from_utf8(STANDARD.decode(basic).ok()?).ok()?;
         let (id, secret) = decoded.split_once(':')?;
-        return Some((dec(id), dec(secret)));
+        return Some((form_decoded(id), form_decoded(secret)));
     }
     Some((
         form.get("client_id")?.clone(),
@@ -462,47 +459,16 @@ fn pkcs1_of_pkcs8(der: &[u8]) -> &[u8] {
     key
 }
 
-fn hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand_byte())).collect()
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut buf).unwrap();
+    hex::encode(buf)
 }
 
-fn rand_byte() -> u8 {
-    let mut b = [0u8; 1];
-    aws_lc_rs::rand::fill(&mut b).unwrap();
-    b[0]
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn dec(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let v = u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?');
-                out.push(v);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// One form-urlencoded component (the parts of `client_secret_basic`), decoded.
+fn form_decoded(s: &str) -> String {
+    url::form_urlencoded::parse(s.as_bytes())
+        .map(|(k, _)| k.into_owned())
+        .next()
+        .unwrap_or_default()
 }

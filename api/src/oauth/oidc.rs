@@ -195,18 +195,12 @@ impl Oidc {
 
     /// The issuer's key `kid` (or its only key), fetching the keys again if it is unknown.
     async fn key(&self, http: &Http, kid: Option<&str>) -> Result<DecodingKey, OAuthError> {
-        let cached = self.keys.read().await.clone();
-        let fresh_enough = |at: Instant| at.elapsed() < REFETCH_AFTER;
-        if let Some((set, at)) = &cached
-            && at.elapsed() < CACHE_FOR
-            && let Some(key) = pick(set, kid)
-        {
-            return key;
-        }
-        if let Some((set, at)) = &cached
-            && fresh_enough(*at)
-        {
-            return pick(set, kid).unwrap_or_else(|| Err(unknown_key(kid)));
+        if let Some((set, at)) = self.keys.read().await.clone() {
+            match pick(&set, kid) {
+                Some(key) if at.elapsed() < CACHE_FOR => return key,
+                None if at.elapsed() < REFETCH_AFTER => return Err(unknown_key(kid)),
+                _ => {} // stale, or unknown and worth fetching again
+            }
         }
         let metadata = self.metadata(http).await?;
         let set: JwkSet = http

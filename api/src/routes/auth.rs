@@ -105,7 +105,7 @@ async fn login(
 ) -> Result<axum::Json<TokenResponse>, Response> {
     let ip = limits::client_ip(&parts);
     limits::check_login(&state, &req.email, ip.as_deref()).await?;
-    password_login(&state, req, ip)
+    password_login(&state, req)
         .await
         .map_err(IntoResponse::into_response)
 }
@@ -113,7 +113,6 @@ async fn login(
 async fn password_login(
     state: &AppState,
     req: LoginRequest,
-    ip: Option<String>,
 ) -> Result<axum::Json<TokenResponse>, ApiError> {
     let user = state.backends.store.user_by_email(req.email.trim()).await?;
     // Verify against a dummy hash when the user is unknown, so timing does not reveal accounts.
@@ -133,8 +132,7 @@ async fn password_login(
         "auth.login_failed"
     };
     let actor = user.as_ref().map(|u| u.id);
-    let details = serde_json::json!({ "ip": ip });
-    audit::record_or_log(state, actor, action, &req.email, details).await;
+    audit::record_or_log(state, actor, action, &req.email, serde_json::json!({})).await;
     match (ok, user) {
         (true, Some(user)) => Ok(axum::Json(tokens_for(state, &user).await?)),
         _ => Err(ApiError::unauthorized("wrong email or password")),

@@ -153,23 +153,18 @@ async fn callback(
     let ip = limits::client_ip(&parts);
     limits::check_login_ip(&state, ip.as_deref()).await?;
     let result = finish(&state, &name, &parts, params).await;
-    let details = |extra: serde_json::Value| {
-        let mut d = json!({ "ip": ip, "method": "oauth", "provider": name });
-        if let (Some(d), Some(extra)) = (d.as_object_mut(), extra.as_object()) {
-            d.extend(extra.clone());
-        }
-        d
-    };
+    let mut details = json!({ "method": "oauth", "provider": name });
     match result {
         Ok((user, redirect_to)) => {
-            let d = details(json!({}));
+            let d = details;
             audit::record_or_log(&state, Some(user.id), "auth.login", &user.email, d).await;
             respond(&state, &user, redirect_to)
                 .await
                 .map_err(IntoResponse::into_response)
         }
         Err(e) => {
-            let d = details(json!({ "reason": truncate(&e.message) }));
+            details["reason"] = json!(truncate(&e.message));
+            let d = details;
             audit::record_or_log(&state, None, "auth.login_failed", &name, d).await;
             Err(e.into_response())
         }
