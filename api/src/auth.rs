@@ -266,8 +266,16 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 async fn caller_from_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
-    let found: Option<ApiKey> = state.backends.store.api_key_by_hash(&hash_key(key)).await?;
-    let key = found.ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+    let hash = hash_key(key);
+    let key = match state.api_keys.get(&hash) {
+        Some(key) => key,
+        None => {
+            let found: Option<ApiKey> = state.backends.store.api_key_by_hash(&hash).await?;
+            let key = found.ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+            state.api_keys.put(hash, key.clone());
+            key
+        }
+    };
     let now = Timestamp::now();
     if key.revoked_at.is_some() {
         return Err(ApiError::unauthorized("this API key was revoked"));

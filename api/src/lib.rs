@@ -6,6 +6,7 @@ mod audit;
 pub mod auth;
 pub mod error;
 mod extract;
+mod key_cache;
 mod limits;
 pub mod mailer;
 pub mod oauth;
@@ -57,6 +58,7 @@ pub fn state(backends: Backends, common: &Config, config: &ApiConfig) -> anyhow:
     }
     Ok(AppState {
         submitter: codex32_shared::submit::Submitter::start(backends.clone()),
+        api_keys: key_cache::KeyCache::start(backends.bus.clone(), key_cache::TTL),
         backends,
         tokens: Arc::new(TokenKeys::new(
             secret.expose().as_bytes(),

@@ -14,6 +14,8 @@ pub struct AppState {
     pub backends: Backends,
     /// Single executions created through the API, group-committed under load.
     pub submitter: codex32_shared::submit::Submitter,
+    /// API keys recently presented, so each request does not read its key from the store.
+    pub api_keys: Arc<crate::key_cache::KeyCache>,
     pub tokens: Arc<TokenKeys>,
     /// Largest execution input, in bytes of JSON.
     pub max_input_bytes: usize,

@@ -210,26 +210,26 @@ pub fn check_value(value: &str) -> Result<(), crate::domain::Invalid> {
     Ok(())
 }
 
-/// The environment of an execution's secrets: its owner's, then its bot's (which win).
-pub async fn resolve(
-    store: &dyn crate::store::Store,
+/// The scopes whose secrets an execution gets, weakest first: its owner's, then its bot's.
+pub fn scopes_of(bot_id: uuid::Uuid, owner_id: uuid::Uuid) -> [String; 2] {
+    [user_scope(owner_id), bot_scope(bot_id)]
+}
+
+/// Opens the `entries` of `scopes` (others are ignored) into an execution's environment; a
+/// later scope's name wins over an earlier one's (the bot's over its owner's).
+pub fn open_env(
     keyring: Option<&Keyring>,
-    bot_id: uuid::Uuid,
-    owner_id: uuid::Uuid,
+    scopes: &[String],
+    entries: &[crate::store::SecretEntry],
 ) -> Result<Vec<(String, String)>, String> {
-    let scopes = [user_scope(owner_id), bot_scope(bot_id)];
-    let entries = store
-        .secrets(&scopes)
-        .await
-        .map_err(|e| format!("cannot load the bot's secrets: {e}"))?;
-    if entries.is_empty() {
+    if !entries.iter().any(|e| scopes.contains(&e.scope)) {
         return Ok(vec![]);
     }
     let keyring = keyring.ok_or(
         "the bot has secrets but this worker has no CODEX32_SECRETS_KEY to open them; give it the API's key",
     )?;
     let mut env = std::collections::BTreeMap::new();
-    for scope in &scopes {
+    for scope in scopes {
         for e in entries.iter().filter(|e| &e.scope == scope) {
             let value = keyring
                 .open(&e.sealed, &context(&e.scope, &e.name))

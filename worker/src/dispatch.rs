@@ -22,9 +22,13 @@ use crate::executor::Executor;
 use crate::health;
 use crate::heartbeat;
 use crate::runner::{self, Ctx, StopReason};
+use codex32_shared::queue::Lease;
 
 /// How long one claim call waits for work before looping (and re-checking shutdown).
 const CLAIM_WAIT: Duration = Duration::from_secs(5);
+/// Most ids one claim call takes (one per free slot): a busy queue fills many slots with one
+/// round trip, while an idle worker still claims the moment one id arrives.
+const CLAIM_MAX: usize = 32;
 
 /// Runs a worker until `shutdown`, then drains.
 pub async fn run(
@@ -185,7 +189,8 @@ pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// Claims while slots are free, until shutdown. Queue errors back off; they never end the loop.
+/// Claims while slots are free — as many ids at once as slots are free — until shutdown.
+/// Queue errors back off; they never end the loop.
 async fn pull(
     ctx: Arc<Ctx>,
     pools: Vec<String>,
@@ -195,35 +200,35 @@ async fn pull(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let permit = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.cancelled() => return,
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
+        let mut permits = vec![first];
+        while permits.len() < CLAIM_MAX {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let queue = &ctx.backends.queue;
         let claimed = tokio::select! {
             _ = shutdown.cancelled() => return,
-            claimed = ctx.backends.queue.claim(&pools, ctx.lease_ttl, CLAIM_WAIT) => claimed,
+            claimed = queue.claim_many(&pools, ctx.lease_ttl, CLAIM_WAIT, permits.len()) => claimed,
         };
         if claimed.is_ok() {
             ctx.health.queue(Ok(()));
         }
         match claimed {
-            Ok(Some(lease)) => {
-                backoff = Duration::from_millis(100);
-                let ctx = ctx.clone();
-                tracker.spawn(async move {
-                    let run = tokio::spawn(runner::run(ctx.clone(), lease.clone())).await;
-                    if let Err(e) = run
-                        && e.is_panic()
-                    {
-                        let panic = panic_message(e);
-                        tracing::error!(execution_id = %lease.id, panic = %panic, "A slot's task panicked; releasing its execution and freeing the slot.");
-                        metrics::counter!("codex32_worker_task_restarts_total", "task" => "slot").increment(1);
-                        runner::recover_panic(&ctx, &lease, &panic).await;
-                    }
-                    drop(permit);
-                });
+            Ok(leases) => {
+                if !leases.is_empty() {
+                    backoff = Duration::from_millis(100);
+                }
+                // Each lease takes a slot; the slots left over are free again.
+                for (lease, permit) in leases.into_iter().zip(permits) {
+                    start(&ctx, &tracker, lease, permit);
+                }
             }
-            Ok(None) => {}
             Err(e) => {
                 ctx.health.queue(Err(e.to_string()));
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Cannot claim from the queue.");
@@ -235,6 +240,29 @@ async fn pull(
             }
         }
     }
+}
+
+/// Runs a claimed lease in its slot's task; a panic there releases the execution and frees
+/// the slot.
+fn start(
+    ctx: &Arc<Ctx>,
+    tracker: &TaskTracker,
+    lease: Lease,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let ctx = ctx.clone();
+    tracker.spawn(async move {
+        let run = tokio::spawn(runner::run(ctx.clone(), lease.clone())).await;
+        if let Err(e) = run
+            && e.is_panic()
+        {
+            let panic = panic_message(e);
+            tracing::error!(execution_id = %lease.id, panic = %panic, "A slot's task panicked; releasing its execution and freeing the slot.");
+            metrics::counter!("codex32_worker_task_restarts_total", "task" => "slot").increment(1);
+            runner::recover_panic(&ctx, &lease, &panic).await;
+        }
+        drop(permit);
+    });
 }
 
 /// Waits for running executions up to `grace`, then stops the rest and waits for them to be

@@ -59,6 +59,9 @@ pub enum Ending {
 pub struct Finished {
     pub ending: Ending,
     pub usage: Option<ResourceUsage>,
+    /// An output the executor holds itself (the no-op executor's echo), taken instead of the
+    /// output file; `None` for a bot, whose output is read from its working directory.
+    pub output: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +212,7 @@ impl Executor for ProcessExecutor {
         Ok(Finished {
             ending,
             usage: None,
+            output: None,
         })
     }
 

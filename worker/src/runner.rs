@@ -14,7 +14,7 @@ use codex32_shared::bus::Event;
 use codex32_shared::domain::{BotKind, BotSpec, ExecStatus, Execution};
 use codex32_shared::queue::{Lease, QueueItem};
 use codex32_shared::retry::RetryPolicy;
-use codex32_shared::store::{Finish, NewEvent, Store};
+use codex32_shared::store::{Finish, NewEvent, SecretEntry};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -99,16 +99,22 @@ pub(crate) struct Ctx {
 /// How many claims, timeline entries or results one transaction takes at most.
 const BATCH: usize = 256;
 
-/// Claims, timeline entries and results of all slots, each kind written in batches: under
-/// load one transaction carries many executions' writes instead of one each.
+/// Claims, timeline entries and results of all slots, each kind written in batches (and
+/// secrets read in batches): under load one transaction carries many executions' writes
+/// instead of one each.
 struct Writes {
     claims: Batcher<Uuid, Option<Execution>>,
     events: Batcher<NewEvent, ()>,
     results: Batcher<Finish, bool>,
+    /// Secrets by scope list: one query for the executions starting together.
+    secrets: Batcher<[String; 2], Vec<SecretEntry>>,
+    /// Queue acks: one call for the executions ending together.
+    acks: Batcher<Lease, bool>,
 }
 
 impl Writes {
-    fn start(store: &Arc<dyn Store>, worker_id: &str, lease_ttl: Duration) -> Self {
+    fn start(backends: &Backends, worker_id: &str, lease_ttl: Duration) -> Self {
+        let store = &backends.store;
         let (s, worker) = (store.clone(), worker_id.to_owned());
         let claims = Batcher::start(BATCH, move |ids: Vec<Uuid>| {
             let (s, worker) = (s.clone(), worker.clone());
@@ -136,10 +142,34 @@ impl Writes {
                     .map_err(|e| e.to_string())
             }
         });
+        let s = store.clone();
+        let secrets = Batcher::start(BATCH, move |asks: Vec<[String; 2]>| {
+            let s = s.clone();
+            async move {
+                let mut scopes: Vec<String> = asks.iter().flatten().cloned().collect();
+                scopes.sort();
+                scopes.dedup();
+                let entries = s.secrets(&scopes).await.map_err(|e| e.to_string())?;
+                Ok(asks
+                    .iter()
+                    .map(|ask| {
+                        let of_ask = entries.iter().filter(|e| ask.contains(&e.scope));
+                        of_ask.cloned().collect()
+                    })
+                    .collect())
+            }
+        });
+        let queue = backends.queue.clone();
+        let acks = Batcher::start(BATCH, move |leases: Vec<Lease>| {
+            let queue = queue.clone();
+            async move { queue.ack_many(&leases).await.map_err(|e| e.to_string()) }
+        });
         Self {
             claims,
             events,
             results,
+            secrets,
+            acks,
         }
     }
 }
@@ -166,7 +196,7 @@ impl Ctx {
             waiting: Mutex::default(),
             health: crate::health::Health::default(),
             keyring: None,
-            writes: Writes::start(&backends.store, &worker_id, lease_ttl),
+            writes: Writes::start(&backends, &worker_id, lease_ttl),
             backends,
             worker_id,
         }
@@ -242,6 +272,14 @@ impl Ctx {
         }
     }
 
+    /// Removes a lease's id from the queue for good. A failed ack is harmless: the queue
+    /// lease expires and the reaper finds the execution already written.
+    pub(crate) async fn ack(&self, lease: &Lease) {
+        if let Err(e) = self.writes.acks.submit(lease.clone()).await {
+            tracing::debug!(execution_id = %lease.id, error = %e, "Cannot ack a queue lease.");
+        }
+    }
+
     pub(crate) async fn publish(&self, event: Event) {
         if let Err(e) = self.backends.bus.publish(&event).await {
             tracing::debug!(error = %e, "Event not published.");
@@ -268,15 +306,6 @@ pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
     if let Ok(mut waiting) = ctx.waiting.lock() {
         waiting.remove(&exec.id);
     }
-    ctx.record(NewEvent::now(
-        exec.id,
-        "leased",
-        format!(
-            "leased by worker {} (attempt {} of {})",
-            ctx.worker_id, exec.attempt, exec.max_attempts
-        ),
-    ))
-    .await;
     ctx.publish(Event::updated(&exec)).await;
     let stop = Arc::new(Stop::default());
     if let Ok(mut running) = ctx.running.lock() {
@@ -324,7 +353,7 @@ impl Drop for Running {
 /// After a slot's task panicked: the attempt fails (retried by the bot's policy, like any
 /// failure, so a panic that repeats cannot loop forever) and the slot is free again.
 pub(crate) async fn recover_panic(ctx: &Ctx, lease: &Lease, panic: &str) {
-    let _ = ctx.backends.queue.ack(lease).await;
+    ctx.ack(lease).await;
     let exec = match ctx.backends.store.get_execution(lease.id).await {
         Ok(Some(e))
             if e.status == ExecStatus::Running
@@ -395,7 +424,7 @@ async fn requeue(ctx: &Ctx, exec: &Execution, run_at: Option<Timestamp>) {
 /// Puts back an execution the store refused: when its bot runs `max_concurrency` executions
 /// already, it waits in the queue (and its timeline says why); otherwise it is gone.
 async fn not_claimed(ctx: &Ctx, lease: &Lease) {
-    let _ = ctx.backends.queue.ack(lease).await;
+    ctx.ack(lease).await;
     let Ok(Some(exec)) = ctx.backends.store.get_execution(lease.id).await else {
         return;
     };
@@ -531,13 +560,14 @@ impl Secrets {
 impl Ctx {
     /// The execution's secrets (owner's and bot's), opened.
     pub(crate) async fn secrets(&self, exec: &Execution) -> Result<Secrets, String> {
-        let env = codex32_shared::secrets::resolve(
-            self.backends.store.as_ref(),
-            self.keyring.as_deref(),
-            exec.bot_id,
-            exec.owner_id,
-        )
-        .await?;
+        let scopes = codex32_shared::secrets::scopes_of(exec.bot_id, exec.owner_id);
+        let entries = self
+            .writes
+            .secrets
+            .submit(scopes.clone())
+            .await
+            .map_err(|e| format!("cannot load the bot's secrets: {e}"))?;
+        let env = codex32_shared::secrets::open_env(self.keyring.as_deref(), &scopes, &entries)?;
         Ok(Secrets::new(env))
     }
 
@@ -576,7 +606,7 @@ async fn execute(ctx: &Arc<Ctx>, exec: &Execution, stop: &Arc<Stop>) -> Verdict 
     let workdir = ctx.workdir(exec);
     let secrets = ctx.secrets(exec).await;
     let (sink, writer) = ctx.log_sink(exec, secrets.as_ref().unwrap_or(&Secrets::default()));
-    let ending = match (&spec, &secrets) {
+    let mut ending = match (&spec, &secrets) {
         (Err(e), _) | (_, Err(e)) => Err(e.clone()),
         (Ok(spec), Ok(secrets)) => {
             let timeout = Duration::from_secs(u64::from(spec.timeout_s));
@@ -596,8 +626,14 @@ async fn execute(ctx: &Arc<Ctx>, exec: &Execution, stop: &Arc<Stop>) -> Verdict 
     }
     drop(sink);
     let summary = writer.await.unwrap_or_default();
-    let output = verdict::read_output(&workdir, &summary);
-    let _ = tokio::fs::remove_dir_all(&workdir).await;
+    let output = match ending.as_mut().ok().and_then(|f| f.output.take()) {
+        Some(held) => Ok(Some(held)),
+        None => {
+            let output = verdict::read_output(&workdir, &summary);
+            let _ = tokio::fs::remove_dir_all(&workdir).await;
+            output
+        }
+    };
     let redact = secrets.map(|s| s.redact).unwrap_or_default();
     Verdict {
         ending,
@@ -618,7 +654,7 @@ async fn conclude(
     stopped: Option<StopReason>,
 ) -> Option<Finish> {
     if stopped == Some(StopReason::LeaseLost) {
-        let _ = ctx.backends.queue.ack(lease).await;
+        ctx.ack(lease).await;
         return None;
     }
     let finish = verdict::judge(
@@ -633,7 +669,7 @@ async fn conclude(
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(execution_id = %exec.id, attempt = exec.attempt, "Result discarded: the lease moved on.");
-            let _ = ctx.backends.queue.ack(lease).await;
+            ctx.ack(lease).await;
             return None;
         }
         Err(e) => {
@@ -642,7 +678,7 @@ async fn conclude(
             return None;
         }
     }
-    let _ = ctx.backends.queue.ack(lease).await;
+    ctx.ack(lease).await;
     if finish.status == ExecStatus::Queued {
         requeue(ctx, exec, finish.run_at).await;
     }

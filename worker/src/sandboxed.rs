@@ -267,6 +267,7 @@ impl Executor for SandboxExecutor {
         Ok(Finished {
             ending,
             usage: Some(usage),
+            output: None,
         })
     }
 

@@ -418,6 +418,7 @@ async fn stopped(workdir: &Path, began: Instant, spec: Arc<BotSpec>) -> Verdict 
         ending: Ok(Finished {
             ending: Ending::Stopped,
             usage: None,
+            output: None,
         }),
         output: Ok(None),
         duration_ms: began.elapsed().as_millis() as i64,

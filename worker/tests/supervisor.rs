@@ -47,6 +47,7 @@ impl Executor for PanicsOnce {
         Ok(Finished {
             ending: Ending::Exited(0),
             usage: None,
+            output: None,
         })
     }
 

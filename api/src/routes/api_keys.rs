@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use codex32_shared::Timestamp;
+use codex32_shared::bus::Event;
 use codex32_shared::domain::{ApiKey, Role, check_name};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -109,7 +110,8 @@ async fn list_keys(
     Ok(axum::Json(state.backends.store.list_api_keys(owner).await?))
 }
 
-/// Revoke an API key; it stops working at once.
+/// Revoke an API key; it stops working at once (on other API processes of a distributed
+/// deployment within milliseconds, through the bus; at the latest after 2 s).
 #[utoipa::path(delete, path = "/api-keys/{id}", tag = "api-keys", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "API key id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -126,6 +128,16 @@ async fn revoke_key(
         .await?
     {
         return Err(ApiError::not_found("API key"));
+    }
+    // Other API processes may hold the key in their cache: they forget it on this event.
+    state.api_keys.evict(id);
+    if let Err(e) = state
+        .backends
+        .bus
+        .publish(&Event::ApiKeyRevoked { key_id: id })
+        .await
+    {
+        tracing::warn!(api_key_id = %id, error = %e, "Revoke not announced; other API processes accept the key for at most 2 s more.");
     }
     audit::record(
         &state,

@@ -72,6 +72,9 @@ pub enum Event {
     /// A restart of a running service was asked for: its worker restarts the program.
     #[serde(rename = "service.restart_requested")]
     RestartRequested { execution_id: Uuid, reason: String },
+    /// An API key was revoked: API processes forget it at once.
+    #[serde(rename = "api_key.revoked")]
+    ApiKeyRevoked { key_id: Uuid },
 }
 
 impl Event {

@@ -114,18 +114,27 @@ impl MemoryQueue {
         f(&mut pools)
     }
 
-    fn try_claim(&self, names: &[String], ttl: Duration) -> Option<Lease> {
+    /// Up to `max` leases from the first of `names` that has a due id.
+    fn try_claim(&self, names: &[String], ttl: Duration, max: usize) -> Vec<Lease> {
         let now = now_ms();
         self.with_pools(|pools| {
-            names.iter().find_map(|name| {
-                let pool = pools.get_mut(name)?;
-                let (id, token) = pool.claim(now, ms(ttl))?;
-                Some(Lease {
-                    id,
-                    pool: name.clone(),
-                    token,
-                })
-            })
+            for name in names {
+                let Some(pool) = pools.get_mut(name) else {
+                    continue;
+                };
+                let leases: Vec<Lease> = std::iter::from_fn(|| pool.claim(now, ms(ttl)))
+                    .take(max)
+                    .map(|(id, token)| Lease {
+                        id,
+                        pool: name.clone(),
+                        token,
+                    })
+                    .collect();
+                if !leases.is_empty() {
+                    return leases;
+                }
+            }
+            Vec::new()
         })
     }
 
@@ -177,23 +186,25 @@ impl Queue for MemoryQueue {
         Ok(added)
     }
 
-    async fn claim(
+    async fn claim_many(
         &self,
         pools: &[String],
         ttl: Duration,
         wait: Duration,
-    ) -> Result<Option<Lease>, QueueError> {
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
         let deadline = Instant::now() + wait;
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(lease) = self.try_claim(pools, ttl) {
-                return Ok(Some(lease));
+            let leases = self.try_claim(pools, ttl, max.max(1));
+            if !leases.is_empty() {
+                return Ok(leases);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let nap = self.next_due_in(pools).map_or(left, |due| due.min(left));
             let _ = tokio::time::timeout(nap, notified).await;
@@ -217,12 +228,15 @@ impl Queue for MemoryQueue {
         }))
     }
 
-    async fn ack(&self, lease: &Lease) -> Result<bool, QueueError> {
+    async fn ack_many(&self, leases: &[Lease]) -> Result<Vec<bool>, QueueError> {
         Ok(self.with_pools(|pools| {
-            let Some(pool) = pools.get_mut(&lease.pool) else {
-                return false;
+            let mut ack = |lease: &Lease| {
+                let Some(pool) = pools.get_mut(&lease.pool) else {
+                    return false;
+                };
+                pool.leased(lease.id, lease.token).is_some() && pool.drop_job(lease.id)
             };
-            pool.leased(lease.id, lease.token).is_some() && pool.drop_job(lease.id)
+            leases.iter().map(&mut ack).collect()
         }))
     }
 

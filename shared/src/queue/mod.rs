@@ -94,11 +94,28 @@ pub trait Queue: Send + Sync {
         pools: &[String],
         ttl: Duration,
         wait: Duration,
-    ) -> Result<Option<Lease>, QueueError>;
+    ) -> Result<Option<Lease>, QueueError> {
+        Ok(self.claim_many(pools, ttl, wait, 1).await?.pop())
+    }
+    /// Takes up to `max` of the best due ids, all from one of these pools, each under its own
+    /// lease of `ttl`; waits up to `wait` for the first, never for more. Empty when nothing
+    /// came due in time. A worker with many free slots fills them with one call.
+    async fn claim_many(
+        &self,
+        pools: &[String],
+        ttl: Duration,
+        wait: Duration,
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError>;
     /// Extends a lease; false if it is no longer held with this token.
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, QueueError>;
     /// Removes a claimed id for good; false if the lease was no longer held.
-    async fn ack(&self, lease: &Lease) -> Result<bool, QueueError>;
+    async fn ack(&self, lease: &Lease) -> Result<bool, QueueError> {
+        let mut done = self.ack_many(std::slice::from_ref(lease)).await?;
+        Ok(done.pop().unwrap_or(false))
+    }
+    /// [`ack`](Self::ack) of many leases in one call; one answer per lease, in order.
+    async fn ack_many(&self, leases: &[Lease]) -> Result<Vec<bool>, QueueError>;
     /// Removes an id whatever its state (a cancelled execution); false if absent.
     async fn remove(&self, pool: &str, id: Uuid) -> Result<bool, QueueError>;
     /// Makes delayed ids whose time has come ready; returns how many moved.

@@ -25,7 +25,7 @@ struct Scripts {
     enqueue: Script,
     claim: Script,
     renew: Script,
-    ack: Script,
+    ack_many: Script,
     remove: Script,
     promote: Script,
     reap: Script,
@@ -37,7 +37,7 @@ impl Scripts {
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             claim: Script::new(include_str!("lua/claim.lua")),
             renew: Script::new(include_str!("lua/renew.lua")),
-            ack: Script::new(include_str!("lua/ack.lua")),
+            ack_many: Script::new(include_str!("lua/ack_many.lua")),
             remove: Script::new(include_str!("lua/remove.lua")),
             promote: Script::new(include_str!("lua/promote.lua")),
             reap: Script::new(include_str!("lua/reap.lua")),
@@ -135,10 +135,15 @@ impl RedisQueue {
         Ok(added)
     }
 
-    async fn try_claim(&self, pool: &str, ttl: Duration) -> Result<Option<Lease>, QueueError> {
+    async fn try_claim(
+        &self,
+        pool: &str,
+        ttl: Duration,
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
         let k = self.keys(pool);
         let mut conn = self.conn.clone();
-        let got: Option<(String, u64)> = self
+        let got: Vec<(String, u64)> = self
             .scripts
             .claim
             .key(&k.ready)
@@ -149,19 +154,19 @@ impl RedisQueue {
             .key(&k.seq)
             .arg(ttl_ms(ttl))
             .arg(PROMOTE_ON_CLAIM)
+            .arg(max.max(1))
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        got.map(|(id, token)| {
-            let id = Uuid::parse_str(&id)
-                .map_err(|e| QueueError::Protocol(format!("id {id:?}: {e}")))?;
-            Ok(Lease {
-                id,
-                pool: pool.to_owned(),
-                token,
+        got.into_iter()
+            .map(|(id, token)| {
+                Ok(Lease {
+                    id: parse_id(&id)?,
+                    pool: pool.to_owned(),
+                    token,
+                })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     /// Tries each pool once, starting from a rotating offset so no pool starves.
@@ -169,17 +174,37 @@ impl RedisQueue {
         &self,
         pools: &[String],
         ttl: Duration,
-    ) -> Result<Option<Lease>, QueueError> {
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
         let start = self.rotation.fetch_add(1, Ordering::Relaxed);
         for i in 0..pools.len() {
-            if let Some(lease) = self
-                .try_claim(&pools[(start + i) % pools.len()], ttl)
-                .await?
-            {
-                return Ok(Some(lease));
+            let pool = &pools[(start + i) % pools.len()];
+            let leases = self.try_claim(pool, ttl, max).await?;
+            if !leases.is_empty() {
+                return Ok(leases);
             }
         }
-        Ok(None)
+        Ok(Vec::new())
+    }
+
+    /// Acks leases of one pool with one script call.
+    async fn ack_pool(&self, pool: &str, leases: &[&Lease]) -> Result<Vec<bool>, QueueError> {
+        let k = self.keys(pool);
+        let mut inv = self.scripts.ack_many.prepare_invoke();
+        inv.key(&k.leases).key(&k.owners).key(&k.jobs);
+        for lease in leases {
+            inv.arg(lease.id.to_string()).arg(lease.token);
+        }
+        let mut conn = self.conn.clone();
+        let done: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        if done.len() != leases.len() {
+            return Err(QueueError::Protocol(format!(
+                "{} answers to {} acks",
+                done.len(),
+                leases.len()
+            )));
+        }
+        Ok(done.into_iter().map(|d| d == 1).collect())
     }
 
     /// Blocks on the pools' wake lists for at most `wait`.
@@ -209,6 +234,10 @@ impl RedisQueue {
             Err(_) => Ok(()),
         }
     }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, QueueError> {
+    Uuid::parse_str(id).map_err(|e| QueueError::Protocol(format!("id {id:?}: {e}")))
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {
@@ -242,23 +271,25 @@ impl Queue for RedisQueue {
         Ok(added)
     }
 
-    async fn claim(
+    async fn claim_many(
         &self,
         pools: &[String],
         ttl: Duration,
         wait: Duration,
-    ) -> Result<Option<Lease>, QueueError> {
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
         if pools.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(lease) = self.claim_round(pools, ttl).await? {
-                return Ok(Some(lease));
+            let leases = self.claim_round(pools, ttl, max).await?;
+            if !leases.is_empty() {
+                return Ok(leases);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             // Wake at least once a second to promote delayed ids that came due.
             self.wait_for_wake(pools, left.min(Duration::from_secs(1)))
@@ -283,21 +314,22 @@ impl Queue for RedisQueue {
         Ok(done == 1)
     }
 
-    async fn ack(&self, lease: &Lease) -> Result<bool, QueueError> {
-        let k = self.keys(&lease.pool);
-        let mut conn = self.conn.clone();
-        let done: i64 = self
-            .scripts
-            .ack
-            .key(&k.leases)
-            .key(&k.owners)
-            .key(&k.jobs)
-            .arg(lease.id.to_string())
-            .arg(lease.token)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(done == 1)
+    async fn ack_many(&self, leases: &[Lease]) -> Result<Vec<bool>, QueueError> {
+        let mut by_pool: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, lease) in leases.iter().enumerate() {
+            by_pool.entry(lease.pool.as_str()).or_default().push(i);
+        }
+        let mut done = vec![false; leases.len()];
+        for (pool, positions) in by_pool {
+            for chunk in positions.chunks(BATCH as usize) {
+                let of_pool: Vec<&Lease> = chunk.iter().map(|&i| &leases[i]).collect();
+                let answers = self.ack_pool(pool, &of_pool).await?;
+                for (&i, answer) in chunk.iter().zip(answers) {
+                    done[i] = answer;
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn remove(&self, pool: &str, id: Uuid) -> Result<bool, QueueError> {
@@ -355,9 +387,7 @@ impl Queue for RedisQueue {
                 .await
                 .map_err(unavailable)?;
             for id in ids {
-                let id = Uuid::parse_str(&id)
-                    .map_err(|e| QueueError::Protocol(format!("id {id:?}: {e}")))?;
-                reaped.push((pool.clone(), id));
+                reaped.push((pool.clone(), parse_id(&id)?));
             }
         }
         Ok(reaped)

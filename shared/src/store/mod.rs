@@ -154,7 +154,8 @@ pub trait ExecutionStore: Send + Sync {
         Ok(claimed.pop().flatten())
     }
     /// [`claim_execution`](Self::claim_execution) of many, those under no concurrency limit
-    /// in one transaction: one answer per id, in order.
+    /// in one statement: one answer per id, in order. Each claim is written with its
+    /// `leased` timeline entry ([`NewEvent::leased`]).
     async fn claim_executions(
         &self,
         ids: &[Uuid],
@@ -278,6 +279,22 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// The timeline entry of a claim. (PostgreSQL builds the same text in SQL:
+    /// `PG_LEASED_ENTRIES` in the SQL store.)
+    pub fn leased(e: &Execution) -> Self {
+        Self {
+            execution_id: e.id,
+            at: e.started_at.unwrap_or_else(Timestamp::now),
+            kind: "leased",
+            message: format!(
+                "leased by worker {} (attempt {} of {})",
+                e.worker_id.as_deref().unwrap_or(""),
+                e.attempt,
+                e.max_attempts
+            ),
+        }
+    }
+
     /// The timeline entry of a written finish: a retry, or the final state and why; the
     /// lease reaper's (no worker) is a `lease_expired`.
     pub fn finished(finish: &Finish) -> Self {

@@ -7,7 +7,46 @@ queue_cases!(
     a_renewed_lease_outlives_its_first_deadline,
     reaping_returns_expired_leases_and_forgets_them,
     an_acked_id_is_gone_and_can_be_enqueued_again,
+    claiming_many_takes_the_best_due_ids_and_acking_many_answers_each,
 );
+
+async fn claiming_many_takes_the_best_due_ids_and_acking_many_answers_each(
+    q: Arc<dyn Queue>,
+) -> TestResult {
+    let items: Vec<QueueItem> = (0..5).map(|priority| item("a", priority)).collect();
+    q.enqueue(&items).await?;
+    q.enqueue(&[delayed("a", 60_000)]).await?;
+    let a = pools(&["a"]);
+    let best = q.claim_many(&a, LONG, Duration::ZERO, 3).await?;
+    let ids: Vec<Uuid> = best.iter().map(|l| l.id).collect();
+    assert_eq!(
+        ids,
+        vec![items[4].id, items[3].id, items[2].id],
+        "the best first"
+    );
+    let tokens: std::collections::HashSet<u64> = best.iter().map(|l| l.token).collect();
+    assert_eq!(tokens.len(), 3, "each lease has its own token");
+    let rest = q.claim_many(&a, LONG, Duration::ZERO, 10).await?;
+    assert_eq!(rest.len(), 2, "only the due ids, not the delayed one");
+    assert!(q.claim_many(&a, LONG, Duration::ZERO, 10).await?.is_empty());
+    assert_eq!(depth(&q, "a").await?, (0, 1, 5));
+    let stale = Lease {
+        token: rest[0].token + 1_000,
+        ..rest[0].clone()
+    };
+    let mut acks = best.clone();
+    acks.push(stale);
+    acks.extend(rest);
+    assert_eq!(
+        q.ack_many(&acks).await?,
+        vec![true, true, true, false, true, true],
+        "a stale token is refused, the others removed"
+    );
+    assert_eq!(depth(&q, "a").await?, (0, 1, 0));
+    assert_eq!(q.ack_many(&best).await?, vec![false; 3], "acked once");
+    assert!(q.ack_many(&[]).await?.is_empty());
+    Ok(())
+}
 
 async fn a_stale_token_can_neither_renew_nor_ack_after_a_reclaim(q: Arc<dyn Queue>) -> TestResult {
     let x = item("a", 0);

@@ -1,6 +1,7 @@
 //! The lease lifecycle: claims, renewals, fenced finishes, retries, cancels and the reaper.
 
 use super::*;
+use codex32_shared::domain::TimelineEvent;
 
 store_cases!(
     only_one_of_eight_racing_claimers_takes_each_execution,
@@ -13,7 +14,136 @@ store_cases!(
     a_cancel_racing_a_retry_always_ends_cancelled,
     the_reaper_finishes_only_executions_whose_lease_expired,
     queued_executions_are_paged_in_id_order,
+    batched_claims_and_results_answer_each_in_order,
 );
+
+async fn batched_claims_and_results_answer_each_in_order(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let (b, capped) = (bot(s, &ada, "batch").await?, bot(s, &ada, "capped").await?);
+    let mut r = Vec::new();
+    for _ in 0..4 {
+        r.push(execution(s, &b).await?);
+    }
+    let later = NewExecution {
+        run_at: Some(at(60_000)),
+        ..new_execution(&b)
+    };
+    let later = s.create_execution(&later, ada.id, at(0)).await?.0;
+    let limited = NewExecution {
+        max_concurrency: Some(2),
+        ..new_execution(&capped)
+    };
+    let limited = s.create_execution(&limited, ada.id, at(0)).await?.0;
+    let asked = [
+        r[0].id,
+        r[1].id,
+        Uuid::now_v7(),
+        later.id,
+        r[0].id,
+        limited.id,
+        r[2].id,
+        r[3].id,
+    ];
+    let claimed = s.claim_executions(&asked, "w", at(1), at(30_000)).await?;
+    let got: Vec<Option<Uuid>> = claimed.iter().map(|c| c.as_ref().map(|e| e.id)).collect();
+    let want = [
+        Some(r[0].id),
+        Some(r[1].id),
+        None,
+        None,
+        None,
+        Some(limited.id),
+        Some(r[2].id),
+        Some(r[3].id),
+    ];
+    assert_eq!(
+        got, want,
+        "unknown, not yet due and twice-asked ids are refused; a limited one is claimed"
+    );
+    for e in claimed.iter().flatten() {
+        assert_eq!(
+            (e.status, e.worker_id.as_deref()),
+            (ExecStatus::Running, Some("w"))
+        );
+        assert_eq!(
+            (e.started_at, e.lease_expires_at),
+            (Some(at(1)), Some(at(30_000)))
+        );
+    }
+
+    let reaped_early = Finish {
+        error: Some("lease expired".into()),
+        ..finish(&limited, 1, None, ExecStatus::Failed)
+    };
+    let results = [
+        finish(&r[0], 1, Some("w"), ExecStatus::Succeeded),
+        finish(&r[1], 2, Some("w"), ExecStatus::Succeeded),
+        finish(&r[2], 1, Some("other"), ExecStatus::Failed),
+        finish(&r[3], 1, Some("w"), ExecStatus::Queued),
+        reaped_early.clone(),
+    ];
+    let done = s.finish_executions(&results).await?;
+    assert_eq!(
+        done,
+        [true, false, false, true, false],
+        "stale attempt, wrong worker and a live lease write nothing"
+    );
+    let r0 = get(s, r[0].id).await?;
+    assert_eq!(
+        (r0.status, r0.exit_code, r0.duration_ms),
+        (ExecStatus::Succeeded, Some(0), Some(500))
+    );
+    assert_eq!((r0.finished_at, r0.lease_expires_at), (Some(at(500)), None));
+    assert_eq!(
+        (r0.output, r0.usage, r0.sandboxed),
+        (Some(json!({"ok": true})), Some(usage()), Some(true))
+    );
+    let r3 = get(s, r[3].id).await?;
+    assert_eq!(
+        (r3.status, r3.attempt, r3.worker_id),
+        (ExecStatus::Queued, 2, None)
+    );
+    assert_eq!(get(s, r[1].id).await?.status, ExecStatus::Running);
+    let kinds = |t: Vec<TimelineEvent>| t.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(s.timeline(r[0].id).await?),
+        ["leased", "finished"],
+        "each claim and written result has its entry"
+    );
+    assert_eq!(kinds(s.timeline(r[1].id).await?), ["leased"]);
+    let leased = &s.timeline(limited.id).await?[0];
+    assert_eq!((leased.kind.as_str(), leased.at), ("leased", at(1)));
+    assert_eq!(
+        leased.message, "leased by worker w (attempt 1 of 3)",
+        "the limited path records the same entry"
+    );
+    assert_eq!(s.timeline(r[2].id).await?[0].message, leased.message);
+
+    // The same execution twice in one batch: the first answer is written, the second is stale.
+    let twice = [
+        finish(&r[1], 1, Some("w"), ExecStatus::Succeeded),
+        finish(&r[1], 1, Some("w"), ExecStatus::Failed),
+    ];
+    assert_eq!(s.finish_executions(&twice).await?, [true, false]);
+    assert_eq!(get(s, r[1].id).await?.status, ExecStatus::Succeeded);
+
+    // The reaper's form (no worker) once the lease has expired, beside a worker's result.
+    let reaped = Finish {
+        at: at(40_000),
+        ..reaped_early
+    };
+    let last = [reaped, finish(&r[2], 1, Some("w"), ExecStatus::Failed)];
+    assert_eq!(s.finish_executions(&last).await?, [true, true]);
+    let l = get(s, limited.id).await?;
+    assert_eq!(
+        (l.status, l.finished_at),
+        (ExecStatus::Failed, Some(at(40_000)))
+    );
+    assert_eq!(get(s, r[2].id).await?.status, ExecStatus::Failed);
+    assert!(s.finish_executions(&[]).await?.is_empty());
+    assert!(s.claim_executions(&[], "w", at(2), at(3)).await?.is_empty());
+    Ok(())
+}
 
 async fn only_one_of_eight_racing_claimers_takes_each_execution(s: &dyn Store) -> TestResult {
     let ada = user(s, "ada@example.com").await?;

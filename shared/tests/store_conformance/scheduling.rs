@@ -61,7 +61,8 @@ async fn racing_claims_never_run_more_than_a_bots_max_concurrency(s: &dyn Store)
 }
 
 async fn a_timeline_reads_back_in_order(s: &dyn Store) -> TestResult {
-    let e = running(s, "w", 1_000).await?;
+    let ada = user(s, "ada@example.com").await?;
+    let e = execution(s, &bot(s, &ada, "timeline").await?).await?;
     let events: Vec<NewEvent> = ["queued", "leased", "retry", "finished"]
         .iter()
         .enumerate()

@@ -143,7 +143,8 @@ impl Subscriptions {
             } => (self.executions && caller.sees(*owner_id)) || self.bots.contains(bot_id),
             Event::CancelRequested { .. }
             | Event::DrainRequested { .. }
-            | Event::RestartRequested { .. } => false,
+            | Event::RestartRequested { .. }
+            | Event::ApiKeyRevoked { .. } => false,
         }
     }
 }

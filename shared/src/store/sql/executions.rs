@@ -76,17 +76,59 @@ const CLAIM: &str = concat!(
     columns!()
 );
 
-/// The claim of an execution under no concurrency limit (neither its bot's nor its pool's):
-/// one statement, nothing to count and nothing to lock — the common case takes one round trip
-/// instead of a transaction of four statements.
-const CLAIM_UNLIMITED: &str = concat!(
-    "UPDATE executions SET status = 'running', worker_id = $2, started_at = $3, lease_expires_at = $4
-     WHERE id = $1 AND status = 'queued' AND (run_at IS NULL OR run_at <= $3)
-       AND max_concurrency IS NULL
+/// The claim of executions under no concurrency limit (neither their bot's nor their pool's),
+/// in the order its pieces and binds are pushed (worker, now, lease end, now, ids): one
+/// statement for a whole batch of ids, nothing to count and nothing to lock — the common case
+/// takes one round trip for many executions.
+const CLAIM_UNLIMITED: [&str; 5] = [
+    "UPDATE executions SET status = 'running', worker_id = ",
+    ", started_at = ",
+    ", lease_expires_at = ",
+    " WHERE status = 'queued' AND max_concurrency IS NULL
        AND NOT EXISTS (SELECT 1 FROM pools p WHERE p.name = executions.pool AND p.max_concurrency IS NOT NULL)
-     RETURNING ",
-    columns!()
+       AND (run_at IS NULL OR run_at <= ",
+    ") AND id IN (",
+];
+
+/// Final results of many executions in one statement: `VALUES` rows follow, in the order of
+/// the columns of `v` (the last two: the timeline entry's kind and message), then the
+/// database's tail; each row is fenced like [`FINISH_FINAL`].
+const FINISH_MANY: &str = "WITH v (id, attempt, worker_id, at, status, output, error, exit_code, duration_ms, usage, sandboxed, kind, message) AS (";
+
+/// The update of [`FINISH_MANY`] (written as a CTE on PostgreSQL, the statement on SQLite).
+macro_rules! finish_many_update {
+    () => {
+        "UPDATE executions SET status = v.status, output = v.output, error = v.error, exit_code = v.exit_code,
+         finished_at = v.at, duration_ms = v.duration_ms, lease_expires_at = NULL, usage = v.usage,
+         sandboxed = v.sandboxed
+    FROM v
+    WHERE executions.id = v.id AND executions.attempt = v.attempt AND executions.status = 'running'
+      AND ((v.worker_id IS NOT NULL AND executions.worker_id = v.worker_id)
+           OR (v.worker_id IS NULL AND executions.lease_expires_at < v.at))
+    RETURNING executions.id"
+    };
+}
+
+/// PostgreSQL: the results and the timeline entries of those written, in one statement — no
+/// transaction, one round trip and one commit for the whole batch. Returns the ids written.
+const PG_FINISH_MANY_TAIL: &str = concat!(
+    "), u AS (",
+    finish_many_update!(),
+    ") INSERT INTO execution_events (execution_id, at, kind, message)
+     SELECT v.id, v.at, v.kind, v.message FROM v JOIN u ON u.id = v.id
+     RETURNING execution_id"
 );
+
+/// SQLite (no data-modifying CTEs): the results only; their entries follow in the same
+/// transaction.
+const SQLITE_FINISH_MANY_TAIL: &str = concat!(") ", finish_many_update!());
+
+/// PostgreSQL: the `leased` timeline entries of the claims in CTE `c`, written by the claim's
+/// own statement (the text of [`NewEvent::leased`]).
+const PG_LEASED_ENTRIES: &str = "INSERT INTO execution_events (execution_id, at, kind, message)
+     SELECT id, started_at, 'leased',
+            'leased by worker ' || worker_id || ' (attempt ' || attempt || ' of ' || max_attempts || ')'
+     FROM c";
 
 /// PostgreSQL counts running executions per statement snapshot: claims under a concurrency
 /// limit first lock the limit's row (the bot's, the pool's), so they count one after another.
@@ -99,6 +141,13 @@ const PG_LIMIT_LOCKS: &[&str] = &[
 /// Rows per multi-row INSERT of a batch: 18 parameters each, well under either database's
 /// limit on parameters per statement.
 const BATCH_ROWS: usize = 500;
+
+/// Whether every finish names a different execution: a batch statement can only write each
+/// row once, so a batch naming one twice is written one by one instead.
+fn distinct_ids(finishes: &[&Finish]) -> bool {
+    let ids: HashSet<Uuid> = finishes.iter().map(|f| f.id).collect();
+    ids.len() == finishes.len()
+}
 
 const INSERT_MANY: &str =
     "INSERT INTO executions (id, bot_id, bot_version, owner_id, pool, status, attempt,
@@ -150,8 +199,38 @@ fn in_request_order(
     Ok(out)
 }
 
+/// Writes final results of `$chunk` with one [`FINISH_MANY`] statement ending in `$tail`;
+/// evaluates to the ids written.
+macro_rules! finish_rows {
+    ($db:ty, $conn:expr, $chunk:expr, $tail:expr) => {{
+        let mut q = sqlx::QueryBuilder::<$db>::new(FINISH_MANY);
+        q.push_values($chunk, |mut row, f| {
+            let entry = NewEvent::finished(f);
+            row.push_bind(f.id)
+                .push_bind(f.attempt)
+                .push_bind(&f.worker_id)
+                .push_bind(f.at)
+                .push_bind(f.status)
+                .push_bind(f.output.as_ref().map(sqlx::types::Json))
+                .push_bind(&f.error)
+                .push_bind(f.exit_code)
+                .push_bind(f.duration_ms)
+                .push_bind(f.usage.as_ref().map(sqlx::types::Json))
+                .push_bind(f.sandboxed)
+                .push_bind(entry.kind)
+                .push_bind(entry.message);
+        });
+        q.push($tail);
+        let ids: Vec<(Uuid,)> = q.build_query_as().fetch_all($conn).await?;
+        ids.into_iter().map(|(id,)| id)
+    }};
+}
+
+/// `$finish_tail` ends a [`FINISH_MANY`]; `$finish_tail_records` says whether it also writes
+/// the timeline entries, as `$claim_records` says whether a claim statement can write its own
+/// (PostgreSQL's data-modifying CTEs; SQLite writes them in the same transaction instead).
 macro_rules! execution_store {
-    ($store:ty, $db:ty, $limit_locks:expr) => {
+    ($store:ty, $db:ty, $limit_locks:expr, $finish_tail:expr, $finish_tail_records:expr, $claim_records:expr) => {
         impl $store {
             /// A claim under concurrency limits: the limits' locks, then the claim, in one
             /// transaction, so two workers cannot both take the last slot.
@@ -167,6 +246,9 @@ macro_rules! execution_store {
                     .bind(lease_until)
                     .fetch_optional(&mut *tx)
                     .await?;
+                if let Some(e) = &claimed {
+                    insert_events!($db, &mut *tx, &[NewEvent::leased(e)]);
+                }
                 tx.commit().await?;
                 Ok(claimed)
             }
@@ -288,19 +370,33 @@ macro_rules! execution_store {
             }
 
             async fn claim_executions(&self, ids: &[Uuid], worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Option<Execution>>, StoreError> {
-                let mut claimed = Vec::with_capacity(ids.len());
-                let mut tx = self.pool.begin().await?;
-                for id in ids {
-                    let unlimited: Option<Execution> = sqlx::query_as(CLAIM_UNLIMITED)
-                        .bind(id)
-                        .bind(worker_id)
-                        .bind(now)
-                        .bind(lease_until)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    claimed.push(unlimited);
+                let mut unlimited: HashMap<Uuid, Execution> = HashMap::with_capacity(ids.len());
+                for chunk in ids.chunks(BATCH_ROWS) {
+                    let [update, started, lease, due, ids_in] = CLAIM_UNLIMITED;
+                    let mut q = sqlx::QueryBuilder::<$db>::new(if $claim_records { "WITH c AS (" } else { "" });
+                    q.push(update).push_bind(worker_id).push(started).push_bind(now).push(lease).push_bind(lease_until);
+                    q.push(due).push_bind(now).push(ids_in);
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(concat!(") RETURNING ", columns!()));
+                    let rows: Vec<Execution> = if $claim_records {
+                        // The claims and their timeline entries in one statement.
+                        q.push("), e AS (").push(PG_LEASED_ENTRIES).push(concat!(") SELECT ", columns!(), " FROM c"));
+                        q.build_query_as().fetch_all(&self.pool).await?
+                    } else {
+                        let mut tx = self.pool.begin().await?;
+                        let rows: Vec<Execution> = q.build_query_as().fetch_all(&mut *tx).await?;
+                        let entries: Vec<NewEvent> = rows.iter().map(NewEvent::leased).collect();
+                        insert_events!($db, &mut *tx, &entries);
+                        tx.commit().await?;
+                        rows
+                    };
+                    unlimited.extend(rows.into_iter().map(|e| (e.id, e)));
                 }
-                tx.commit().await?;
+                // An id named twice is claimed once: the first asking gets it.
+                let mut claimed: Vec<Option<Execution>> = ids.iter().map(|id| unlimited.remove(id)).collect();
                 // Those under a limit (or not claimable at all) take the locked path, one by one.
                 for (id, slot) in ids.iter().zip(claimed.iter_mut()) {
                     if slot.is_none() {
@@ -326,9 +422,35 @@ macro_rules! execution_store {
             }
 
             async fn finish_executions(&self, finishes: &[Finish]) -> Result<Vec<bool>, StoreError> {
-                let mut done = Vec::with_capacity(finishes.len());
+                let finals: Vec<&Finish> = finishes.iter().filter(|f| f.status != ExecStatus::Queued).collect();
+                let batched = !finals.is_empty() && distinct_ids(&finals);
+                let one_by_one = finishes.iter().any(|f| !batched || f.status == ExecStatus::Queued);
+                let mut written_together = HashSet::new();
+                if batched && $finish_tail_records && !one_by_one {
+                    // Final results only: one statement writes them and their entries.
+                    for chunk in finals.chunks(BATCH_ROWS) {
+                        written_together.extend(finish_rows!($db, &self.pool, chunk, $finish_tail));
+                    }
+                    return Ok(finishes.iter().map(|f| written_together.contains(&f.id)).collect());
+                }
                 let mut tx = self.pool.begin().await?;
+                if batched {
+                    for chunk in finals.chunks(BATCH_ROWS) {
+                        written_together.extend(finish_rows!($db, &mut *tx, chunk, $finish_tail));
+                    }
+                }
+                let mut done = Vec::with_capacity(finishes.len());
+                // Entries of results written above by a statement that did not record them.
+                let mut events: Vec<NewEvent> = Vec::new();
                 for f in finishes {
+                    if batched && f.status != ExecStatus::Queued {
+                        let written = written_together.contains(&f.id);
+                        if written && !$finish_tail_records {
+                            events.push(NewEvent::finished(f));
+                        }
+                        done.push(written);
+                        continue;
+                    }
                     let sql = if f.status == ExecStatus::Queued { FINISH_RETRY } else { FINISH_FINAL };
                     let written = sqlx::query(sql)
                         .bind(f.id)
@@ -347,15 +469,12 @@ macro_rules! execution_store {
                         .await?
                         .rows_affected()
                         == 1;
+                    if written {
+                        events.push(NewEvent::finished(f));
+                    }
                     done.push(written);
                 }
                 // Each result and its timeline entry are written together or not at all.
-                let events: Vec<NewEvent> = finishes
-                    .iter()
-                    .zip(&done)
-                    .filter(|(_, written)| **written)
-                    .map(|(f, _)| NewEvent::finished(f))
-                    .collect();
                 insert_events!($db, &mut *tx, &events);
                 tx.commit().await?;
                 Ok(done)
@@ -379,5 +498,19 @@ macro_rules! execution_store {
     };
 }
 
-execution_store!(PgStore, sqlx::Postgres, PG_LIMIT_LOCKS);
-execution_store!(SqliteStore, sqlx::Sqlite, &[] as &[&str]);
+execution_store!(
+    PgStore,
+    sqlx::Postgres,
+    PG_LIMIT_LOCKS,
+    PG_FINISH_MANY_TAIL,
+    true,
+    true
+);
+execution_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    &[] as &[&str],
+    SQLITE_FINISH_MANY_TAIL,
+    false,
+    false
+);
