@@ -104,6 +104,16 @@ echo "{\"token\": \"$API_TOKEN\", \"hash\": \"$h\", \"region\": \"$REGION\"}""#;
     let listed = c.get(&format!("/bots/{bot}/secrets")).await;
     assert!(!listed.to_string().contains(&secret), "{listed}");
 
+    // A changed secret reaches the next execution: the worker, which keeps a scope's secrets
+    // for a moment, drops them when the bus announces the change.
+    let changed = format!("{secret}-changed");
+    let path = format!("/bots/{bot}/secrets/API_TOKEN");
+    assert_eq!(put(path.clone(), &changed).await.0, 200);
+    let again = c.run(&bot, json!({})).await;
+    let done = c.finished(&again, Duration::from_secs(60)).await;
+    assert_eq!(done["output"]["hash"], sha256_hex(&changed), "{done}");
+    assert_eq!(put(path, &secret).await.0, 200);
+
     let db = cluster.db().await;
     assert!(
         !everything_stored(&db).await.contains(&secret),

@@ -3,24 +3,21 @@
 //! and, through the bus, on every other; an entry also expires after [`TTL`], which bounds how
 //! long a key can outlive its revoke when a bus event is missed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use codex32_shared::bus::{Bus, Event};
+use codex32_shared::cache::TtlCache;
 use codex32_shared::domain::ApiKey;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 /// How long a key read from the store is trusted without reading it again.
 pub const TTL: Duration = Duration::from_secs(2);
-/// Keys kept at most; the cache starts over when full (a few hundred bytes each).
-const MAX_ENTRIES: usize = 10_000;
 
-/// Keys by the hash of their secret, with when they were read.
+/// Keys by the hash of their secret.
 pub struct KeyCache {
-    entries: Mutex<HashMap<String, (ApiKey, Instant)>>,
-    ttl: Duration,
+    keys: TtlCache<String, ApiKey>,
 }
 
 impl KeyCache {
@@ -28,8 +25,7 @@ impl KeyCache {
     /// announces them.
     pub fn start(bus: Arc<dyn Bus>, ttl: Duration) -> Arc<Self> {
         let cache = Arc::new(Self {
-            entries: Mutex::default(),
-            ttl,
+            keys: TtlCache::new(ttl),
         });
         let mut events = bus.subscribe();
         let weak = Arc::downgrade(&cache);
@@ -41,7 +37,7 @@ impl KeyCache {
                     Ok(Event::ApiKeyRevoked { key_id }) => cache.evict(key_id),
                     Ok(_) => {}
                     // Missed events may include a revoke: start over rather than guess.
-                    Err(RecvError::Lagged(_)) => cache.clear(),
+                    Err(RecvError::Lagged(_)) => cache.keys.clear(),
                     Err(RecvError::Closed) => return,
                 }
             }
@@ -51,30 +47,15 @@ impl KeyCache {
 
     /// The key with this hash, if it was read less than the cache's TTL ago.
     pub fn get(&self, hash: &str) -> Option<ApiKey> {
-        let entries = self.entries.lock().ok()?;
-        let (key, read) = entries.get(hash)?;
-        (read.elapsed() < self.ttl).then(|| key.clone())
+        self.keys.get(&hash.to_owned())
     }
 
     pub fn put(&self, hash: String, key: ApiKey) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(hash, (key, Instant::now()));
-        }
+        self.keys.put(hash, key);
     }
 
     pub fn evict(&self, key_id: Uuid) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|_, (key, _)| key.id != key_id);
-        }
-    }
-
-    fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
+        self.keys.retain(|_, key| key.id != key_id);
     }
 }
 
@@ -123,12 +104,5 @@ mod tests {
             .expect("the revoked key is evicted");
         assert_eq!(cache.get("b").map(|k| k.id), Some(kept.id));
         assert!(cache.get("unknown").is_none());
-    }
-
-    #[tokio::test]
-    async fn an_entry_older_than_the_ttl_is_read_again() {
-        let cache = KeyCache::start(Arc::new(MemoryBus::default()), Duration::ZERO);
-        cache.put("a".into(), key());
-        assert!(cache.get("a").is_none());
     }
 }

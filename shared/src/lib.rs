@@ -6,6 +6,7 @@
 pub mod backends;
 pub mod batch;
 pub mod bus;
+pub mod cache;
 pub mod config;
 pub mod cron;
 pub mod domain;

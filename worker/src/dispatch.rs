@@ -312,13 +312,17 @@ async fn listen(ctx: Arc<Ctx>, stop: CancellationToken, stop_pulling: Cancellati
                 execution_id,
                 reason,
             }) => ctx.restart_one(execution_id, reason),
+            Ok(Event::SecretsChanged { scope }) => {
+                ctx.secrets_cache.retain(|cached, _| *cached != scope)
+            }
             Ok(Event::DrainRequested { worker_id }) if worker_id == ctx.worker_id => {
                 tracing::info!(worker_id = %worker_id, "Drain requested through the API.");
                 stop_pulling.cancel();
             }
             Ok(_) => {}
-            // Missed events only delay a cancel: the lease heartbeat also carries it.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            // Missed events only delay a cancel (the lease heartbeat also carries it); they
+            // may have changed secrets, so those are read again.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => ctx.secrets_cache.clear(),
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }

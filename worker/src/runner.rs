@@ -11,10 +11,11 @@ use codex32_shared::Backends;
 use codex32_shared::Timestamp;
 use codex32_shared::batch::Batcher;
 use codex32_shared::bus::Event;
+use codex32_shared::cache::TtlCache;
 use codex32_shared::domain::{BotKind, BotSpec, ExecStatus, Execution};
 use codex32_shared::queue::{Lease, QueueItem};
 use codex32_shared::retry::RetryPolicy;
-use codex32_shared::store::{Finish, NewEvent, SecretEntry};
+use codex32_shared::store::{Finish, NewEvent, SecretEntry, Store};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -94,6 +95,8 @@ pub(crate) struct Ctx {
     pub keyring: Option<Arc<codex32_shared::secrets::Keyring>>,
     /// The store writes every slot makes, group-committed across slots.
     writes: Writes,
+    /// Secrets recently read, by scope; the event listener evicts changed scopes.
+    pub secrets_cache: Arc<SecretsCache>,
 }
 
 /// How many claims, timeline entries or results one transaction takes at most.
@@ -113,7 +116,12 @@ struct Writes {
 }
 
 impl Writes {
-    fn start(backends: &Backends, worker_id: &str, lease_ttl: Duration) -> Self {
+    fn start(
+        backends: &Backends,
+        worker_id: &str,
+        lease_ttl: Duration,
+        secrets_cache: &Arc<SecretsCache>,
+    ) -> Self {
         let store = &backends.store;
         let (s, worker) = (store.clone(), worker_id.to_owned());
         let claims = Batcher::start(BATCH, move |ids: Vec<Uuid>| {
@@ -142,22 +150,10 @@ impl Writes {
                     .map_err(|e| e.to_string())
             }
         });
-        let s = store.clone();
+        let (s, cache) = (store.clone(), secrets_cache.clone());
         let secrets = Batcher::start(BATCH, move |asks: Vec<[String; 2]>| {
-            let s = s.clone();
-            async move {
-                let mut scopes: Vec<String> = asks.iter().flatten().cloned().collect();
-                scopes.sort();
-                scopes.dedup();
-                let entries = s.secrets(&scopes).await.map_err(|e| e.to_string())?;
-                Ok(asks
-                    .iter()
-                    .map(|ask| {
-                        let of_ask = entries.iter().filter(|e| ask.contains(&e.scope));
-                        of_ask.cloned().collect()
-                    })
-                    .collect())
-            }
+            let (s, cache) = (s.clone(), cache.clone());
+            async move { read_secrets(s.as_ref(), &cache, &asks).await }
         });
         let queue = backends.queue.clone();
         let acks = Batcher::start(BATCH, move |leases: Vec<Lease>| {
@@ -174,6 +170,51 @@ impl Writes {
     }
 }
 
+/// Sealed secrets by scope, kept for [`SECRETS_TTL`] unless the bus says a scope changed.
+pub(crate) type SecretsCache = TtlCache<String, Vec<SecretEntry>>;
+
+/// How long a scope's secrets are used without reading them again: a change reaches the
+/// executions that start after its bus announcement, or after this long if that was missed.
+const SECRETS_TTL: Duration = Duration::from_secs(2);
+
+/// The entries of each ask's scopes: from the cache, and the rest with one query.
+async fn read_secrets(
+    store: &dyn Store,
+    cache: &SecretsCache,
+    asks: &[[String; 2]],
+) -> Result<Vec<Vec<SecretEntry>>, String> {
+    let mut known: HashMap<&String, Vec<SecretEntry>> = HashMap::new();
+    for scope in asks.iter().flatten() {
+        if let Some(entries) = cache.get(scope) {
+            known.insert(scope, entries);
+        }
+    }
+    let mut missing: Vec<&String> = asks
+        .iter()
+        .flatten()
+        .filter(|s| !known.contains_key(s))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        let scopes: Vec<String> = missing.iter().map(|s| (*s).clone()).collect();
+        let entries = store.secrets(&scopes).await.map_err(|e| e.to_string())?;
+        for scope in missing {
+            let of_scope: Vec<SecretEntry> = entries
+                .iter()
+                .filter(|e| &e.scope == scope)
+                .cloned()
+                .collect();
+            cache.put(scope.clone(), of_scope.clone());
+            known.insert(scope, of_scope);
+        }
+    }
+    Ok(asks
+        .iter()
+        .map(|ask| ask.iter().flat_map(|scope| known[scope].clone()).collect())
+        .collect())
+}
+
 impl Ctx {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -185,6 +226,7 @@ impl Ctx {
         runs_dir: PathBuf,
         log_limit: usize,
     ) -> Self {
+        let secrets_cache = Arc::new(SecretsCache::new(SECRETS_TTL));
         Self {
             executor,
             lease_ttl,
@@ -196,7 +238,8 @@ impl Ctx {
             waiting: Mutex::default(),
             health: crate::health::Health::default(),
             keyring: None,
-            writes: Writes::start(&backends, &worker_id, lease_ttl),
+            writes: Writes::start(&backends, &worker_id, lease_ttl, &secrets_cache),
+            secrets_cache,
             backends,
             worker_id,
         }

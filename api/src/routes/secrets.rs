@@ -5,6 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use codex32_shared::Timestamp;
+use codex32_shared::bus::Event;
 use codex32_shared::secrets::{bot_scope, check_name, check_value, context, user_scope};
 use codex32_shared::store::SecretEntry;
 use serde::Deserialize;
@@ -35,6 +36,16 @@ pub struct SecretValue {
     pub value: String,
 }
 
+/// Tells workers to read the scope's secrets again: they keep them for 2 s otherwise.
+async fn announce(state: &AppState, scope: &str) {
+    let event = Event::SecretsChanged {
+        scope: scope.to_owned(),
+    };
+    if let Err(e) = state.backends.bus.publish(&event).await {
+        tracing::warn!(scope, error = %e, "Secret change not announced; workers see it within 2 s.");
+    }
+}
+
 /// Seals and stores; 201 when new, 200 when replaced.
 async fn put(
     state: &AppState,
@@ -53,6 +64,7 @@ async fn put(
     let created = store
         .put_secret(&scope, name, &sealed, Timestamp::now())
         .await?;
+    announce(state, &scope).await;
     let details = serde_json::json!({ "scope": scope, "name": name, "created": created });
     audit::record(state, Some(caller.user_id), "secret.put", &scope, details).await?;
     let entry = store
@@ -78,6 +90,7 @@ async fn delete(
     if !state.backends.store.delete_secret(&scope, name).await? {
         return Err(ApiError::not_found("secret"));
     }
+    announce(state, &scope).await;
     let details = serde_json::json!({ "scope": scope, "name": name });
     audit::record(
         state,

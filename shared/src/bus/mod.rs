@@ -75,6 +75,10 @@ pub enum Event {
     /// An API key was revoked: API processes forget it at once.
     #[serde(rename = "api_key.revoked")]
     ApiKeyRevoked { key_id: Uuid },
+    /// A secret of this scope (`bot:<id>`, `user:<id>`) was set or deleted: workers read the
+    /// scope's secrets again.
+    #[serde(rename = "secrets.changed")]
+    SecretsChanged { scope: String },
 }
 
 impl Event {

@@ -144,7 +144,8 @@ impl Subscriptions {
             Event::CancelRequested { .. }
             | Event::DrainRequested { .. }
             | Event::RestartRequested { .. }
-            | Event::ApiKeyRevoked { .. } => false,
+            | Event::ApiKeyRevoked { .. }
+            | Event::SecretsChanged { .. } => false,
         }
     }
 }
