@@ -47,7 +47,7 @@ impl KeyCache {
 
     /// The key with this hash, if it was read less than the cache's TTL ago.
     pub fn get(&self, hash: &str) -> Option<ApiKey> {
-        self.keys.get(&hash.to_owned())
+        self.keys.get(hash)
     }
 
     pub fn put(&self, hash: String, key: ApiKey) {

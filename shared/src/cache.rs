@@ -2,6 +2,7 @@
 //! every request or execution (API keys, secrets) that change rarely. Whoever changes such a
 //! value announces it on the bus and holders evict it; the time bounds a missed announcement.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -24,7 +25,10 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     }
 
     /// The value, if it was put less than the TTL ago.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let entries = self.entries.lock().ok()?;
         let (value, put) = entries.get(key)?;
         (put.elapsed() < self.ttl).then(|| value.clone())
@@ -60,13 +64,13 @@ mod tests {
         let cache = TtlCache::new(Duration::from_secs(3600));
         cache.put("a", 1);
         cache.put("b", 2);
-        assert_eq!((cache.get(&"a"), cache.get(&"c")), (Some(1), None));
+        assert_eq!((cache.get("a"), cache.get("c")), (Some(1), None));
         cache.retain(|k, _| *k != "a");
-        assert_eq!((cache.get(&"a"), cache.get(&"b")), (None, Some(2)));
+        assert_eq!((cache.get("a"), cache.get("b")), (None, Some(2)));
         cache.clear();
-        assert_eq!(cache.get(&"b"), None);
+        assert_eq!(cache.get("b"), None);
         let expired = TtlCache::new(Duration::ZERO);
         expired.put("a", 1);
-        assert_eq!(expired.get(&"a"), None);
+        assert_eq!(expired.get("a"), None);
     }
 }

@@ -226,11 +226,11 @@ macro_rules! finish_rows {
     }};
 }
 
-/// `$finish_tail` ends a [`FINISH_MANY`]; `$finish_tail_records` says whether it also writes
-/// the timeline entries, as `$claim_records` says whether a claim statement can write its own
-/// (PostgreSQL's data-modifying CTEs; SQLite writes them in the same transaction instead).
+/// `$ctes` says whether the database has data-modifying CTEs (PostgreSQL), so that a claim or
+/// finish statement writes its own timeline entries; without them (SQLite) the entries follow
+/// in the same transaction.
 macro_rules! execution_store {
-    ($store:ty, $db:ty, $limit_locks:expr, $finish_tail:expr, $finish_tail_records:expr, $claim_records:expr) => {
+    ($store:ty, $db:ty, $limit_locks:expr, $ctes:expr) => {
         impl $store {
             /// A claim under concurrency limits: the limits' locks, then the claim, in one
             /// transaction, so two workers cannot both take the last slot.
@@ -373,7 +373,7 @@ macro_rules! execution_store {
                 let mut unlimited: HashMap<Uuid, Execution> = HashMap::with_capacity(ids.len());
                 for chunk in ids.chunks(BATCH_ROWS) {
                     let [update, started, lease, due, ids_in] = CLAIM_UNLIMITED;
-                    let mut q = sqlx::QueryBuilder::<$db>::new(if $claim_records { "WITH c AS (" } else { "" });
+                    let mut q = sqlx::QueryBuilder::<$db>::new(if $ctes { "WITH c AS (" } else { "" });
                     q.push(update).push_bind(worker_id).push(started).push_bind(now).push(lease).push_bind(lease_until);
                     q.push(due).push_bind(now).push(ids_in);
                     let mut list = q.separated(", ");
@@ -381,7 +381,7 @@ macro_rules! execution_store {
                         list.push_bind(*id);
                     }
                     q.push(concat!(") RETURNING ", columns!()));
-                    let rows: Vec<Execution> = if $claim_records {
+                    let rows: Vec<Execution> = if $ctes {
                         // The claims and their timeline entries in one statement.
                         q.push("), e AS (").push(PG_LEASED_ENTRIES).push(concat!(") SELECT ", columns!(), " FROM c"));
                         q.build_query_as().fetch_all(&self.pool).await?
@@ -424,19 +424,20 @@ macro_rules! execution_store {
             async fn finish_executions(&self, finishes: &[Finish]) -> Result<Vec<bool>, StoreError> {
                 let finals: Vec<&Finish> = finishes.iter().filter(|f| f.status != ExecStatus::Queued).collect();
                 let batched = !finals.is_empty() && distinct_ids(&finals);
-                let one_by_one = finishes.iter().any(|f| !batched || f.status == ExecStatus::Queued);
+                let retries = finals.len() < finishes.len();
+                let tail = if $ctes { PG_FINISH_MANY_TAIL } else { SQLITE_FINISH_MANY_TAIL };
                 let mut written_together = HashSet::new();
-                if batched && $finish_tail_records && !one_by_one {
+                if batched && $ctes && !retries {
                     // Final results only: one statement writes them and their entries.
                     for chunk in finals.chunks(BATCH_ROWS) {
-                        written_together.extend(finish_rows!($db, &self.pool, chunk, $finish_tail));
+                        written_together.extend(finish_rows!($db, &self.pool, chunk, tail));
                     }
                     return Ok(finishes.iter().map(|f| written_together.contains(&f.id)).collect());
                 }
                 let mut tx = self.pool.begin().await?;
                 if batched {
                     for chunk in finals.chunks(BATCH_ROWS) {
-                        written_together.extend(finish_rows!($db, &mut *tx, chunk, $finish_tail));
+                        written_together.extend(finish_rows!($db, &mut *tx, chunk, tail));
                     }
                 }
                 let mut done = Vec::with_capacity(finishes.len());
@@ -445,7 +446,7 @@ macro_rules! execution_store {
                 for f in finishes {
                     if batched && f.status != ExecStatus::Queued {
                         let written = written_together.contains(&f.id);
-                        if written && !$finish_tail_records {
+                        if written && !$ctes {
                             events.push(NewEvent::finished(f));
                         }
                         done.push(written);
@@ -498,19 +499,5 @@ macro_rules! execution_store {
     };
 }
 
-execution_store!(
-    PgStore,
-    sqlx::Postgres,
-    PG_LIMIT_LOCKS,
-    PG_FINISH_MANY_TAIL,
-    true,
-    true
-);
-execution_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    &[] as &[&str],
-    SQLITE_FINISH_MANY_TAIL,
-    false,
-    false
-);
+execution_store!(PgStore, sqlx::Postgres, PG_LIMIT_LOCKS, true);
+execution_store!(SqliteStore, sqlx::Sqlite, &[] as &[&str], false);
