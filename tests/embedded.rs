@@ -196,6 +196,11 @@ async fn a_change_makes_a_new_version_and_executions_keep_the_version_they_ran()
         c.call(Method::GET, &format!("/bots/{bot}"), None).await.0,
         404
     );
+    // The bot was read (and kept) for the runs above: the delete must reach that copy too.
+    let (status, body) = c
+        .post(&format!("/bots/{bot}/executions"), json!({"input": 3}))
+        .await;
+    assert_eq!(status, 404, "a deleted bot runs no more: {body}");
     assert_eq!(
         c.get(&format!("/executions/{one}")).await["status"],
         "succeeded"

@@ -4,9 +4,9 @@
 
 mod audit;
 pub mod auth;
+mod caches;
 pub mod error;
 mod extract;
-mod key_cache;
 mod limits;
 pub mod mailer;
 pub mod oauth;
@@ -58,7 +58,8 @@ pub fn state(backends: Backends, common: &Config, config: &ApiConfig) -> anyhow:
     }
     Ok(AppState {
         submitter: codex32_shared::submit::Submitter::start(backends.clone()),
-        api_keys: key_cache::KeyCache::start(backends.bus.clone(), key_cache::TTL),
+        api_keys: caches::key_cache(backends.bus.clone(), caches::TTL),
+        bots: caches::bot_cache(backends.bus.clone(), caches::TTL),
         backends,
         tokens: Arc::new(TokenKeys::new(
             secret.expose().as_bytes(),

@@ -15,7 +15,9 @@ pub struct AppState {
     /// Single executions created through the API, group-committed under load.
     pub submitter: codex32_shared::submit::Submitter,
     /// API keys recently presented, so each request does not read its key from the store.
-    pub api_keys: Arc<crate::key_cache::KeyCache>,
+    pub api_keys: Arc<crate::caches::KeyCache>,
+    /// Bots recently run, so each execution created does not read its bot from the store.
+    pub bots: Arc<crate::caches::BotCache>,
     pub tokens: Arc<TokenKeys>,
     /// Largest execution input, in bytes of JSON.
     pub max_input_bytes: usize,

@@ -4,18 +4,15 @@
 //! idempotency key `schedule:<ms>`, so the store itself refuses a second execution for the
 //! same bot and time — even from a leader that does not yet know it was replaced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use codex32_shared::Backends;
 use codex32_shared::Timestamp;
-use codex32_shared::bus::Event;
 use codex32_shared::cron::{CronSchedule, MissedRuns, due_fire_times};
 use codex32_shared::domain::bot::{MissedPolicy, OverlapPolicy, Schedule};
 use codex32_shared::domain::{Bot, ExecStatus, NewExecution};
-use codex32_shared::queue::QueueItem;
-use codex32_shared::store::NewEvent;
-use codex32_shared::submit::{cancel, submit};
+use codex32_shared::submit::{cancel, submit, submit_many};
 use uuid::Uuid;
 
 /// How long a leader's lease lasts without renewal: the takeover time after it dies.
@@ -29,7 +26,8 @@ pub struct Firing {
     holder: String,
     /// The fencing token while leading.
     token: Option<i64>,
-    last_fired: HashMap<Uuid, DateTime<Utc>>,
+    /// Each bot's latest fire time as far as this leader knows (None: never fired).
+    last_fired: HashMap<Uuid, Option<DateTime<Utc>>>,
     parsed: HashMap<(Uuid, i32), CronSchedule>,
     /// The earliest next fire time seen at the last tick.
     next_due: Option<DateTime<Utc>>,
@@ -85,9 +83,10 @@ impl Firing {
             .into_iter()
             .filter(|b| b.status == "active")
             .collect();
+        self.learn_last_fires(backends, &bots).await?;
         let mut due = Vec::new();
         for bot in &bots {
-            match self.due_for(backends, bot, now).await {
+            match self.due_for(bot, now) {
                 Ok((cron, times)) if !times.is_empty() => due.push((bot, cron, times)),
                 Ok(_) => {}
                 Err(e) => {
@@ -128,10 +127,37 @@ impl Firing {
         earliest
     }
 
+    /// Reads the last fire time of every bot this leader has not seen yet, in one query, and
+    /// forgets what it kept of bots no longer scheduled (deleted, paused, changed).
+    async fn learn_last_fires(&mut self, backends: &Backends, bots: &[Bot]) -> anyhow::Result<()> {
+        let current: HashSet<(Uuid, i32)> = bots.iter().map(|b| (b.id, b.version)).collect();
+        let ids: HashSet<Uuid> = current.iter().map(|(id, _)| *id).collect();
+        self.last_fired.retain(|id, _| ids.contains(id));
+        self.parsed.retain(|key, _| current.contains(key));
+        self.next_fire.retain(|key, _| current.contains(key));
+        let unknown: Vec<Uuid> = bots
+            .iter()
+            .map(|b| b.id)
+            .filter(|id| !self.last_fired.contains_key(id))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let known: HashMap<Uuid, Timestamp> = backends
+            .store
+            .last_fires(&unknown)
+            .await?
+            .into_iter()
+            .collect();
+        for id in unknown {
+            self.last_fired.insert(id, known.get(&id).map(|t| t.0));
+        }
+        Ok(())
+    }
+
     /// The schedule of `bot` and its fire times due by `now` not fired yet.
-    async fn due_for(
+    fn due_for(
         &mut self,
-        backends: &Backends,
         bot: &Bot,
         now: Timestamp,
     ) -> anyhow::Result<(CronSchedule, Vec<DateTime<Utc>>)> {
@@ -147,10 +173,7 @@ impl Firing {
                 cron
             }
         };
-        let last = match self.last_fired.get(&bot.id) {
-            Some(at) => Some(*at),
-            None => backends.store.last_fire(bot.id).await?.map(|t| t.0),
-        };
+        let last = self.last_fired.get(&bot.id).copied().flatten();
         // A schedule with no fire yet counts from the bot's last change (when it got it).
         let times = due_fire_times(
             &cron,
@@ -210,10 +233,10 @@ impl Firing {
             batch.extend(
                 fired
                     .into_iter()
-                    .map(|at| fire_of(bot, schedule, &cron, at)),
+                    .map(|at| (fire_of(bot, schedule, &cron, at), bot.owner_id)),
             );
             if let Some(last) = times.last() {
-                self.last_fired.insert(bot.id, *last);
+                self.last_fired.insert(bot.id, Some(*last));
             }
         }
         Ok(created + submit_fires(backends, batch).await?)
@@ -227,78 +250,44 @@ fn overlap_of(bot: &Bot) -> OverlapPolicy {
         .map_or(OverlapPolicy::Allow, |s| s.overlap)
 }
 
-/// One fire time's execution, with its owner and its reason for the timeline.
-struct Fire {
-    new: NewExecution,
-    owner_id: Uuid,
-    why: String,
-}
-
-fn fire_of(bot: &Bot, schedule: &Schedule, cron: &CronSchedule, at: DateTime<Utc>) -> Fire {
-    let mut new = NewExecution::of(bot, serde_json::json!({ "scheduled_for": at }));
-    if schedule.overlap == OverlapPolicy::QueueOne {
-        // The one that waits must wait for the running one: scheduled runs go one at a time.
-        new.max_concurrency = Some(1);
-    }
-    new.scheduled_for = Some(at.into());
-    new.idempotency_key = Some(format!("schedule:{}", at.timestamp_millis()));
+fn fire_of(bot: &Bot, schedule: &Schedule, cron: &CronSchedule, at: DateTime<Utc>) -> NewExecution {
     let why = format!(
         "fired by schedule {:?} ({}) for {}",
         cron.expression(),
         cron.timezone(),
         at.to_rfc3339()
     );
-    Fire {
-        new,
-        owner_id: bot.owner_id,
-        why,
+    let mut new = NewExecution::of(bot, serde_json::json!({ "scheduled_for": at }), why);
+    if schedule.overlap == OverlapPolicy::QueueOne {
+        // The one that waits must wait for the running one: scheduled runs go one at a time.
+        new.max_concurrency = Some(1);
     }
+    new.scheduled_for = Some(at.into());
+    new.idempotency_key = Some(format!("schedule:{}", at.timestamp_millis()));
+    new
 }
 
-/// Creates the fires' executions — one transaction per owner, durable before anything is
-/// queued — then records their first timeline entries, enqueues and announces them, each
-/// step once for the whole batch. Returns how many are new (a fire time's idempotency key
-/// returns the execution another leader made).
-async fn submit_fires(backends: &Backends, fires: Vec<Fire>) -> anyhow::Result<usize> {
-    let now = Timestamp::now();
-    let mut owners: Vec<Uuid> = fires.iter().map(|f| f.owner_id).collect();
+/// Submits the fires' executions, one batch per owner (each durable with its first timeline
+/// entries before anything is queued). Returns how many are new (a fire time's idempotency
+/// key returns the execution another leader made).
+async fn submit_fires(
+    backends: &Backends,
+    fires: Vec<(NewExecution, Uuid)>,
+) -> anyhow::Result<usize> {
+    let mut owners: Vec<Uuid> = fires.iter().map(|(_, owner)| *owner).collect();
     owners.sort();
     owners.dedup();
-    let mut created = Vec::new();
+    let mut created = 0;
     for owner in owners {
-        let mine: Vec<&Fire> = fires.iter().filter(|f| f.owner_id == owner).collect();
-        let news: Vec<NewExecution> = mine.iter().map(|f| f.new.clone()).collect();
-        let results = backends.store.create_executions(&news, owner, now).await?;
-        created.extend(
-            results
-                .into_iter()
-                .zip(mine)
-                .filter(|((_, new), _)| *new)
-                .map(|((exec, _), fire)| (exec, fire.why.clone())),
-        );
+        let news: Vec<NewExecution> = fires
+            .iter()
+            .filter(|(_, o)| *o == owner)
+            .map(|(new, _)| new.clone())
+            .collect();
+        let results = submit_many(backends, &news, owner).await?;
+        created += results.iter().filter(|(_, new)| *new).count();
     }
-    if created.is_empty() {
-        return Ok(0);
-    }
-    let events: Vec<NewEvent> = created
-        .iter()
-        .map(|(e, why)| NewEvent {
-            execution_id: e.id,
-            at: now,
-            kind: "queued",
-            message: format!("{why}; queued in pool {}", e.pool),
-        })
-        .collect();
-    if let Err(e) = backends.store.record_events(&events).await {
-        tracing::warn!(error = %e, "Cannot record the queued events of fired schedules.");
-    }
-    let items: Vec<QueueItem> = created.iter().map(|(e, _)| QueueItem::from(e)).collect();
-    if let Err(e) = backends.queue.enqueue(&items).await {
-        tracing::warn!(error = %e, "Queue unavailable; the reconciler will enqueue the fired executions.");
-    }
-    let updates: Vec<Event> = created.iter().map(|(e, _)| Event::updated(e)).collect();
-    futures::future::join_all(updates.iter().map(|u| backends.bus.publish(u))).await;
-    Ok(created.len())
+    Ok(created)
 }
 
 fn missed_runs(schedule: &Schedule) -> MissedRuns {
@@ -326,6 +315,6 @@ async fn fire(
         cancel(backends, e.id, &why).await?;
     }
     let fire = fire_of(bot, schedule, cron, at);
-    let (_, created) = submit(backends, &fire.new, bot.owner_id, &fire.why).await?;
+    let (_, created) = submit(backends, &fire, bot.owner_id).await?;
     Ok(created)
 }

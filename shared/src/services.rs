@@ -14,8 +14,8 @@ use crate::submit::{cancel, submit};
 
 /// The execution carrying a service: one at a time per bot (the claim enforces
 /// `max_concurrency`), so a replacement waits until the one it replaces has stopped.
-pub fn service_execution(bot: &Bot) -> NewExecution {
-    let mut new = NewExecution::of(bot, serde_json::Value::Null);
+pub fn service_execution(bot: &Bot, why: &str) -> NewExecution {
+    let mut new = NewExecution::of(bot, serde_json::Value::Null, why);
     new.max_concurrency = Some(1);
     new.max_attempts = 1;
     new
@@ -60,9 +60,9 @@ async fn launch(
     actor: Option<Uuid>,
     why: &str,
 ) -> Result<Execution, StoreError> {
-    let mut new = service_execution(bot);
+    let mut new = service_execution(bot, why);
     new.created_by = actor;
-    Ok(submit(backends, &new, bot.owner_id, why).await?.0)
+    Ok(submit(backends, &new, bot.owner_id).await?.0)
 }
 
 /// Starts again a service wanted running that has no live execution (the scheduler's keeper,

@@ -1,5 +1,5 @@
 //! Submitting an execution, the same way for every trigger (API, replay, run-now, cron):
-//! durable in the store first (design §3.1), then its first timeline entry, then offered to
+//! durable in the store first with its first timeline entry (design §3.1), then offered to
 //! the queue and announced on the bus. A queue that is down only delays it: the scheduler's
 //! reconciler enqueues every queued execution the queue is missing.
 
@@ -15,9 +15,9 @@ use crate::queue::QueueItem;
 use crate::store::{NewEvent, StoreError};
 
 impl NewExecution {
-    /// An execution of the bot's current version with the bot's settings; callers set the
-    /// rest (priority, delay, idempotency key, provenance).
-    pub fn of(bot: &Bot, input: Value) -> Self {
+    /// An execution of the bot's current version with the bot's settings, made for `why`;
+    /// callers set the rest (priority, delay, idempotency key, provenance).
+    pub fn of(bot: &Bot, input: Value, why: impl Into<String>) -> Self {
         Self {
             id: Uuid::now_v7(),
             bot_id: bot.id,
@@ -35,47 +35,43 @@ impl NewExecution {
                 .spec
                 .max_concurrency
                 .map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
+            why: why.into(),
         }
     }
 }
 
-/// Creates the execution and puts it on its way. Returns it and whether it is new (false: an
-/// idempotency key matched an earlier one, which is returned and left alone).
+/// Creates the execution (with its first timeline entry) and puts it on its way. Returns it
+/// and whether it is new (false: an idempotency key matched an earlier one, which is returned
+/// and left alone).
 pub async fn submit(
     backends: &Backends,
     new: &NewExecution,
     owner_id: Uuid,
-    why: &str,
 ) -> Result<(Execution, bool), StoreError> {
-    let now = Timestamp::now();
-    let (exec, created) = backends.store.create_execution(new, owner_id, now).await?;
-    if !created {
-        return Ok((exec, false));
+    let (exec, created) = backends
+        .store
+        .create_execution(new, owner_id, Timestamp::now())
+        .await?;
+    if created {
+        if let Err(e) = backends.queue.enqueue(&[QueueItem::from(&exec)]).await {
+            tracing::warn!(execution_id = %exec.id, error = %e, "Queue unavailable; the reconciler will enqueue this execution.");
+        }
+        let _ = backends.bus.publish(&Event::updated(&exec)).await;
     }
-    let event = first_event(&exec, now, why);
-    if let Err(e) = backends.store.record_events(&[event]).await {
-        tracing::warn!(execution_id = %exec.id, error = %e, "Cannot record the queued event.");
-    }
-    if let Err(e) = backends.queue.enqueue(&[QueueItem::from(&exec)]).await {
-        tracing::warn!(execution_id = %exec.id, error = %e, "Queue unavailable; the reconciler will enqueue this execution.");
-    }
-    let _ = backends.bus.publish(&Event::updated(&exec)).await;
-    Ok((exec, true))
+    Ok((exec, created))
 }
 
-/// Creates several executions at once — all durable, in one transaction, before anything is
-/// queued — and puts the new ones on their way with one timeline write, one queue call and
-/// pipelined announcements. Returns each with whether it is new, in the order of `news`.
+/// Creates several executions at once — all durable with their first timeline entries before
+/// anything is queued — and puts the new ones on their way with one queue call and pipelined
+/// announcements. Returns each with whether it is new, in the order of `news`.
 pub async fn submit_many(
     backends: &Backends,
     news: &[NewExecution],
     owner_id: Uuid,
-    why: &str,
 ) -> Result<Vec<(Execution, bool)>, StoreError> {
-    let now = Timestamp::now();
     let results = backends
         .store
-        .create_executions(news, owner_id, now)
+        .create_executions(news, owner_id, Timestamp::now())
         .await?;
     let created: Vec<&Execution> = results
         .iter()
@@ -85,10 +81,6 @@ pub async fn submit_many(
     if created.is_empty() {
         return Ok(results);
     }
-    let events: Vec<NewEvent> = created.iter().map(|e| first_event(e, now, why)).collect();
-    if let Err(e) = backends.store.record_events(&events).await {
-        tracing::warn!(executions = created.len(), error = %e, "Cannot record the queued events of a batch.");
-    }
     let items: Vec<QueueItem> = created.iter().map(|e| QueueItem::from(*e)).collect();
     if let Err(e) = backends.queue.enqueue(&items).await {
         tracing::warn!(executions = created.len(), error = %e, "Queue unavailable; the reconciler will enqueue this batch.");
@@ -97,24 +89,6 @@ pub async fn submit_many(
     let updates: Vec<Event> = created.iter().map(|e| Event::updated(e)).collect();
     futures::future::join_all(updates.iter().map(|u| backends.bus.publish(u))).await;
     Ok(results)
-}
-
-/// The first timeline entry of a new execution: queued, or delayed until its `run_at`.
-fn first_event(exec: &Execution, now: Timestamp, why: &str) -> NewEvent {
-    match exec.run_at.filter(|at| *at > now) {
-        Some(at) => NewEvent {
-            execution_id: exec.id,
-            at: now,
-            kind: "delayed",
-            message: format!("{why}; delayed until {}", at.0.to_rfc3339()),
-        },
-        None => NewEvent {
-            execution_id: exec.id,
-            at: now,
-            kind: "queued",
-            message: format!("{why}; queued in pool {}", exec.pool),
-        },
-    }
 }
 
 /// Cancels an execution for whatever reason (a user, a schedule's `cancel_previous`): a queued
@@ -153,8 +127,8 @@ pub async fn cancel(
 }
 
 /// Single submissions from many concurrent callers, written together: the executions that
-/// arrive while one batch is being written make the next, which costs one transaction, one
-/// timeline write, one queue call — instead of one each. An idle submitter writes at once.
+/// arrive while one batch is being written make the next, which costs one statement and one
+/// queue call — instead of one each. An idle submitter writes at once.
 #[derive(Clone)]
 pub struct Submitter {
     batcher: Batcher<Submission, Result<(Execution, bool), StoreError>>,
@@ -163,7 +137,6 @@ pub struct Submitter {
 struct Submission {
     new: NewExecution,
     owner_id: Uuid,
-    why: String,
 }
 
 /// Most submissions one batch takes.
@@ -183,36 +156,32 @@ impl Submitter {
         &self,
         new: NewExecution,
         owner_id: Uuid,
-        why: &str,
     ) -> Result<(Execution, bool), StoreError> {
-        let why = why.to_owned();
-        let submission = Submission { new, owner_id, why };
-        match self.batcher.submit(submission).await {
+        match self.batcher.submit(Submission { new, owner_id }).await {
             Ok(result) => result,
             Err(e) => Err(StoreError::Corrupt(e)),
         }
     }
 }
 
-/// Writes a batch: one [`submit_many`] per owner and reason; if that fails, each of its
-/// submissions alone, so one bad submission does not fail the others.
+/// Writes a batch: one [`submit_many`] per owner; if that fails, each of its submissions
+/// alone, so one bad submission does not fail the others.
 async fn write_submissions(
     backends: &Backends,
     items: Vec<Submission>,
 ) -> Vec<Result<(Execution, bool), StoreError>> {
     let mut results: Vec<Option<Result<(Execution, bool), StoreError>>> =
         items.iter().map(|_| None).collect();
-    let mut groups: Vec<((Uuid, &str), Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(Uuid, Vec<usize>)> = Vec::new();
     for (i, s) in items.iter().enumerate() {
-        let key = (s.owner_id, s.why.as_str());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
+        match groups.iter_mut().find(|(owner, _)| *owner == s.owner_id) {
             Some((_, members)) => members.push(i),
-            None => groups.push((key, vec![i])),
+            None => groups.push((s.owner_id, vec![i])),
         }
     }
-    for ((owner_id, why), members) in groups {
+    for (owner_id, members) in groups {
         let news: Vec<NewExecution> = members.iter().map(|&i| items[i].new.clone()).collect();
-        match submit_many(backends, &news, owner_id, why).await {
+        match submit_many(backends, &news, owner_id).await {
             Ok(done) => {
                 for (&i, result) in members.iter().zip(done) {
                     results[i] = Some(Ok(result));
@@ -220,7 +189,7 @@ async fn write_submissions(
             }
             Err(_) => {
                 for &i in &members {
-                    results[i] = Some(submit(backends, &items[i].new, owner_id, why).await);
+                    results[i] = Some(submit(backends, &items[i].new, owner_id).await);
                 }
             }
         }

@@ -172,6 +172,7 @@ fn new_execution(bot: &Bot) -> NewExecution {
         scheduled_for: None,
         replay_of: None,
         max_concurrency: None,
+        why: "created by a test".into(),
     }
 }
 

@@ -103,7 +103,7 @@ async fn a_panicked_slot_is_freed_and_its_execution_retried() {
         } else {
             serde_json::json!(n)
         };
-        let (exec, _) = submit(&backends, &NewExecution::of(&bot, input), owner.id, "test")
+        let (exec, _) = submit(&backends, &NewExecution::of(&bot, input, "test"), owner.id)
             .await
             .unwrap();
         ids.push(exec.id);

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use codex32_shared::Timestamp;
+use codex32_shared::bus::Event;
 use codex32_shared::cron::CronSchedule;
 use codex32_shared::domain::bot::BotPatch;
 use codex32_shared::domain::{Bot, BotKind, BotSpec, BotVersion, Execution, NewExecution};
@@ -62,6 +63,43 @@ pub async fn visible_bot(state: &AppState, caller: &Caller, id: Uuid) -> Result<
     match state.backends.store.get_bot(id).await? {
         Some(bot) if caller.sees(bot.owner_id) => Ok(bot),
         _ => Err(ApiError::not_found("bot")),
+    }
+}
+
+/// [`visible_bot`] as read at most [`crate::caches::TTL`] ago, for the hot path of creating
+/// executions: a bot changed through any API process is evicted at once here (the bus), so
+/// this only serves an older version when that announcement was lost. Changes read the bot
+/// fresh.
+pub async fn runnable_bot(state: &AppState, caller: &Caller, id: Uuid) -> Result<Bot, ApiError> {
+    let bot = match state.bots.get(&id) {
+        Some(bot) => bot,
+        None => {
+            let bot = state
+                .backends
+                .store
+                .get_bot(id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("bot"))?;
+            state.bots.put(id, bot.clone());
+            bot
+        }
+    };
+    if !caller.sees(bot.owner_id) {
+        return Err(ApiError::not_found("bot"));
+    }
+    Ok(bot)
+}
+
+/// Evicts a changed bot here and, through the bus, on every other API process.
+async fn announce_change(state: &AppState, id: Uuid) {
+    state.bots.evict(id);
+    if let Err(e) = state
+        .backends
+        .bus
+        .publish(&Event::BotChanged { bot_id: id })
+        .await
+    {
+        tracing::warn!(bot_id = %id, error = %e, "Bot change not announced; other API processes see it within 2 s.");
     }
 }
 
@@ -151,6 +189,7 @@ async fn update_bot(
         .update_bot(id, &spec, Timestamp::now())
         .await?
         .ok_or_else(|| ApiError::not_found("bot"))?;
+    announce_change(&state, id).await;
     audit::record(
         &state,
         Some(caller.user_id),
@@ -181,6 +220,7 @@ async fn delete_bot(
     {
         return Err(ApiError::not_found("bot"));
     }
+    announce_change(&state, id).await;
     audit::record(
         &state,
         Some(caller.user_id),
@@ -242,6 +282,7 @@ async fn set_status(
     {
         return Err(ApiError::not_found("bot"));
     }
+    announce_change(state, id).await;
     audit::record(
         state,
         Some(caller.user_id),
@@ -287,9 +328,9 @@ async fn run_now(
     caller.require_write()?;
     let bot = visible_bot(&state, &caller, id).await?;
     refuse_service(&bot)?;
-    let mut new = NewExecution::of(&bot, serde_json::Value::Null);
+    let mut new = NewExecution::of(&bot, serde_json::Value::Null, "run now");
     new.created_by = Some(caller.user_id);
-    let (exec, _) = submit(&state.backends, &new, bot.owner_id, "run now").await?;
+    let (exec, _) = submit(&state.backends, &new, bot.owner_id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(exec)))
 }
 

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::bots::visible_bot;
+use super::bots::{runnable_bot, visible_bot};
 use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
@@ -101,9 +101,9 @@ async fn create_execution(
     let req = body.map(|Json(r)| r).unwrap_or_default();
     caller.require_write()?;
     req.validate(state.max_input_bytes)?;
-    let bot = visible_bot(&state, &caller, bot_id).await?;
+    let bot = runnable_bot(&state, &caller, bot_id).await?;
     crate::routes::bots::refuse_service(&bot)?;
-    let mut new = NewExecution::of(&bot, req.input);
+    let mut new = NewExecution::of(&bot, req.input, "created through the API");
     new.priority = req.priority;
     new.idempotency_key = req.idempotency_key;
     new.run_at = req
@@ -111,10 +111,7 @@ async fn create_execution(
         .filter(|d| *d > 0)
         .map(|d| Timestamp::now().plus_millis((d * 1000) as i64));
     new.created_by = Some(caller.user_id);
-    let (exec, created) = state
-        .submitter
-        .submit(new, bot.owner_id, "created through the API")
-        .await?;
+    let (exec, created) = state.submitter.submit(new, bot.owner_id).await?;
     let mut headers = HeaderMap::new();
     if !created {
         headers.insert("idempotency-replayed", HeaderValue::from_static("true"));
@@ -248,17 +245,11 @@ async fn replay_execution(
     }
     let bot = visible_bot(&state, &caller, old.bot_id).await?;
     crate::routes::bots::refuse_service(&bot)?;
-    let mut new = NewExecution::of(&bot, old.input.clone());
+    let mut new = NewExecution::of(&bot, old.input.clone(), format!("replay of {}", old.id));
     new.priority = old.priority;
     new.replay_of = Some(old.id);
     new.created_by = Some(caller.user_id);
-    let (exec, _) = submit(
-        &state.backends,
-        &new,
-        bot.owner_id,
-        &format!("replay of {}", old.id),
-    )
-    .await?;
+    let (exec, _) = submit(&state.backends, &new, bot.owner_id).await?;
     audit::record(
         &state,
         Some(caller.user_id),

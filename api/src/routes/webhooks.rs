@@ -208,10 +208,10 @@ async fn trigger(
             message,
         ));
     }
-    let mut new = NewExecution::of(&bot, input_of(&body));
-    new.idempotency_key = delivery_id(&headers)?;
     let why = format!("webhook {:?}", hook.name);
-    let (exec, _) = submit(&state.backends, &new, bot.owner_id, &why).await?;
+    let mut new = NewExecution::of(&bot, input_of(&body), why);
+    new.idempotency_key = delivery_id(&headers)?;
+    let (exec, _) = submit(&state.backends, &new, bot.owner_id).await?;
     let _ = store.touch_webhook(hook.id, Timestamp::now()).await;
     Ok((StatusCode::ACCEPTED, axum::Json(exec)))
 }

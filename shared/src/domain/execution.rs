@@ -144,6 +144,9 @@ pub struct NewExecution {
     pub scheduled_for: Option<Timestamp>,
     pub replay_of: Option<Uuid>,
     pub max_concurrency: Option<i32>,
+    /// Why it is made (`created through the API`, `fired by schedule …`): its first timeline
+    /// entry says so.
+    pub why: String,
 }
 
 /// Which output stream a log line came from (`system` for codex32's own notes).

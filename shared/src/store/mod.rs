@@ -110,15 +110,17 @@ pub struct Finish {
 /// Executions: creation, the lease lifecycle and fenced results.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
-    /// Creates a queued execution. With an idempotency key already used for this bot, returns
-    /// the first execution and `false` instead.
+    /// Creates a queued execution with its first timeline entry ([`NewEvent::created`]). With
+    /// an idempotency key already used for this bot, returns the first execution and `false`
+    /// instead.
     async fn create_execution(
         &self,
         new: &NewExecution,
         owner_id: Uuid,
         at: Timestamp,
     ) -> Result<(Execution, bool), StoreError>;
-    /// Creates several queued executions all or nothing (one transaction, a few multi-row
+    /// Creates several queued executions and their first timeline entries all or nothing
+    /// (PostgreSQL: one statement for up to 500; else one transaction of a few multi-row
     /// statements), for batch submission. The answer follows the order of `news`. An
     /// idempotency key already used for the bot — before, or by an earlier item of the same
     /// call — yields that execution and `false`, as [`Self::create_execution`] does.
@@ -216,8 +218,10 @@ pub trait ScheduleStore: Send + Sync {
     ) -> Result<Option<i64>, StoreError>;
     /// Live bots that have a schedule.
     async fn scheduled_bots(&self) -> Result<Vec<Bot>, StoreError>;
-    /// The latest fire time a bot's schedule created an execution for.
-    async fn last_fire(&self, bot_id: Uuid) -> Result<Option<Timestamp>, StoreError>;
+    /// The latest fire time each bot's schedule created an execution for, in one query (a
+    /// leader's first tick over a thousand schedules must not read them one by one); bots
+    /// never fired are left out.
+    async fn last_fires(&self, bot_ids: &[Uuid]) -> Result<Vec<(Uuid, Timestamp)>, StoreError>;
     /// A bot's scheduled executions that are queued or running.
     async fn live_scheduled(&self, bot_id: Uuid) -> Result<Vec<Execution>, StoreError>;
     /// The statuses of the queued and running scheduled executions of these bots, in one
@@ -279,6 +283,27 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// The first timeline entry of a new execution, written with it: queued, or delayed until
+    /// its `run_at`.
+    pub fn created(new: &NewExecution, at: Timestamp) -> Self {
+        let (kind, message) = match new.run_at.filter(|run_at| *run_at > at) {
+            Some(run_at) => (
+                "delayed",
+                format!("{}; delayed until {}", new.why, run_at.0.to_rfc3339()),
+            ),
+            None => (
+                "queued",
+                format!("{}; queued in pool {}", new.why, new.pool),
+            ),
+        };
+        Self {
+            execution_id: new.id,
+            at,
+            kind,
+            message,
+        }
+    }
+
     /// The timeline entry of a claim. (PostgreSQL builds the same text in SQL:
     /// `PG_LEASED_ENTRIES` in the SQL store.)
     pub fn leased(e: &Execution) -> Self {

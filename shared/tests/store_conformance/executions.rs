@@ -1,5 +1,7 @@
 //! Creating and listing executions.
 
+use codex32_shared::domain::TimelineEvent;
+
 use super::*;
 
 store_cases!(
@@ -48,6 +50,16 @@ async fn a_new_execution_is_queued_at_attempt_one(s: &dyn Store) -> TestResult {
         );
         assert_eq!(x.created_by, Some(ada.id));
     }
+    let first = s.timeline(e.id).await?;
+    assert_eq!(
+        entries(&first),
+        [(
+            "delayed",
+            "created by a test; delayed until 2023-11-14T22:14:20+00:00"
+        )],
+        "written with the execution: why, and until when it waits"
+    );
+    assert_eq!(first[0].at, at(0));
     assert!(s.get_execution(Uuid::now_v7()).await?.is_none());
     Ok(())
 }
@@ -71,6 +83,12 @@ async fn an_idempotency_key_returns_the_first_execution_and_creates_nothing(
         (e1.id, &first.input, at(0))
     );
     assert!(s.get_execution(retry.id).await?.is_none());
+    assert_eq!(
+        entries(&s.timeline(e1.id).await?),
+        [("queued", "created by a test; queued in pool default")],
+        "a repeated key adds no entry"
+    );
+    assert!(s.timeline(retry.id).await?.is_empty());
     // The key is scoped to the bot, and executions without a key never collide.
     let mut other_bot = new_execution(&b2);
     other_bot.idempotency_key = Some("order-42".into());
@@ -238,6 +256,13 @@ async fn a_batch_creates_every_execution_queued_in_request_order(s: &dyn Store) 
     );
     let queued = s.queued_page(None, 2000).await?;
     assert_eq!(queued.len(), 1200);
+    for i in [0, 1100] {
+        assert_eq!(
+            entries(&s.timeline(news[i].id).await?),
+            [("queued", "created by a test; queued in pool default")],
+            "every row of every statement has its first entry"
+        );
+    }
     assert!(s.create_executions(&[], ada.id, at(6)).await?.is_empty());
     Ok(())
 }
@@ -277,6 +302,13 @@ async fn a_batch_with_used_or_repeated_idempotency_keys_returns_the_first_execut
     );
     assert!(s.get_execution(news[0].id).await?.is_none());
     assert!(s.get_execution(news[3].id).await?.is_none());
+    assert_eq!(s.timeline(news[1].id).await?.len(), 1);
+    assert!(s.timeline(news[3].id).await?.is_empty());
+    assert_eq!(
+        s.timeline(earlier.id).await?.len(),
+        1,
+        "a key taken before adds no entry"
+    );
     let all = s
         .list_executions(&ExecutionFilter {
             limit: 100,
@@ -296,6 +328,10 @@ async fn a_batch_with_one_bad_row_creates_nothing_even_across_statements(
     // A bot that does not exist: the foreign key refuses the row, in the second statement.
     news[650].bot_id = Uuid::now_v7();
     assert!(s.create_executions(&news, ada.id, at(0)).await.is_err());
+    assert!(
+        s.timeline(news[0].id).await?.is_empty(),
+        "no entry outlives its refused batch"
+    );
     let all = s
         .list_executions(&ExecutionFilter {
             limit: 10,
@@ -304,4 +340,12 @@ async fn a_batch_with_one_bad_row_creates_nothing_even_across_statements(
         .await?;
     assert!(all.is_empty(), "nothing of a failed batch remains");
     Ok(())
+}
+
+/// Kind and message of each timeline entry.
+fn entries(timeline: &[TimelineEvent]) -> Vec<(&str, &str)> {
+    timeline
+        .iter()
+        .map(|t| (t.kind.as_str(), t.message.as_str()))
+        .collect()
 }

@@ -107,17 +107,17 @@ async fn batched_claims_and_results_answer_each_in_order(s: &dyn Store) -> TestR
     let kinds = |t: Vec<TimelineEvent>| t.into_iter().map(|e| e.kind).collect::<Vec<_>>();
     assert_eq!(
         kinds(s.timeline(r[0].id).await?),
-        ["leased", "finished"],
+        ["queued", "leased", "finished"],
         "each claim and written result has its entry"
     );
-    assert_eq!(kinds(s.timeline(r[1].id).await?), ["leased"]);
-    let leased = &s.timeline(limited.id).await?[0];
+    assert_eq!(kinds(s.timeline(r[1].id).await?), ["queued", "leased"]);
+    let leased = &s.timeline(limited.id).await?[1];
     assert_eq!((leased.kind.as_str(), leased.at), ("leased", at(1)));
     assert_eq!(
         leased.message, "leased by worker w (attempt 1 of 3)",
         "the limited path records the same entry"
     );
-    assert_eq!(s.timeline(r[2].id).await?[0].message, leased.message);
+    assert_eq!(s.timeline(r[2].id).await?[1].message, leased.message);
 
     // The same execution twice in one batch: the first answer is written, the second is stale.
     let twice = [

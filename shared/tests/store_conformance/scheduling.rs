@@ -77,8 +77,12 @@ async fn a_timeline_reads_back_in_order(s: &dyn Store) -> TestResult {
     s.record_events(&events[2..]).await?;
     let read = s.timeline(e.id).await?;
     let kinds: Vec<&str> = read.iter().map(|t| t.kind.as_str()).collect();
-    assert_eq!(kinds, vec!["queued", "leased", "retry", "finished"]);
-    assert_eq!((read[3].message.as_str(), read[3].at), ("step 3", at(3)));
+    // The first entry is the creation's own.
+    assert_eq!(
+        kinds,
+        vec!["queued", "queued", "leased", "retry", "finished"]
+    );
+    assert_eq!((read[4].message.as_str(), read[4].at), ("step 3", at(3)));
     assert!(s.timeline(Uuid::now_v7()).await?.is_empty());
     Ok(())
 }
@@ -130,7 +134,7 @@ async fn the_leader_lease_has_one_holder_and_a_new_token_after_takeover(
 async fn cron_fields_round_trip_and_the_last_fire_is_found(s: &dyn Store) -> TestResult {
     let ada = user(s, "ada@example.com").await?;
     let b = bot(s, &ada, "cronned").await?;
-    assert_eq!(s.last_fire(b.id).await?, None);
+    assert_eq!(s.last_fires(&[b.id]).await?, vec![]);
     let mut ids = Vec::new();
     for fire in [60_000, 120_000] {
         let mut new = new_execution(&b);
@@ -146,7 +150,12 @@ async fn cron_fields_round_trip_and_the_last_fire_is_found(s: &dyn Store) -> Tes
         !created && same.id == ids[1],
         "one execution per bot and fire time"
     );
-    assert_eq!(s.last_fire(b.id).await?, Some(at(120_000)));
+    let never = bot(s, &ada, "never fired").await?;
+    assert_eq!(
+        s.last_fires(&[never.id, b.id]).await?,
+        vec![(b.id, at(120_000))],
+        "the latest fire of each bot that has one"
+    );
     assert_eq!(get(s, ids[0]).await?.scheduled_for, Some(at(60_000)));
     assert_eq!(s.live_scheduled(b.id).await?.len(), 2);
     let other = bot(s, &ada, "unscheduled").await?;

@@ -16,7 +16,7 @@ use super::RunRequest;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path};
-use crate::routes::bots::visible_bot;
+use crate::routes::bots::runnable_bot;
 use crate::state::AppState;
 
 /// Most executions one batch request may create.
@@ -54,13 +54,13 @@ pub(super) async fn create_batch(
 ) -> Result<(StatusCode, axum::Json<BatchResponse>), ApiError> {
     caller.require_write()?;
     let items = parse_items(req.executions, state.max_input_bytes)?;
-    let bot = visible_bot(&state, &caller, bot_id).await?;
+    let bot = runnable_bot(&state, &caller, bot_id).await?;
     crate::routes::bots::refuse_service(&bot)?;
     let now = Timestamp::now();
     let news: Vec<NewExecution> = items
         .into_iter()
         .map(|item| {
-            let mut new = NewExecution::of(&bot, item.input);
+            let mut new = NewExecution::of(&bot, item.input, "created through the API (batch)");
             new.priority = item.priority;
             new.idempotency_key = item.idempotency_key;
             new.run_at = item
@@ -71,13 +71,7 @@ pub(super) async fn create_batch(
             new
         })
         .collect();
-    let results = submit_many(
-        &state.backends,
-        &news,
-        bot.owner_id,
-        "created through the API (batch)",
-    )
-    .await?;
+    let results = submit_many(&state.backends, &news, bot.owner_id).await?;
     let created = results.iter().filter(|(_, new)| *new).count();
     let executions = results.into_iter().map(|(e, _)| e).collect();
     Ok((

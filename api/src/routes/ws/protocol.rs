@@ -145,6 +145,7 @@ impl Subscriptions {
             | Event::DrainRequested { .. }
             | Event::RestartRequested { .. }
             | Event::ApiKeyRevoked { .. }
+            | Event::BotChanged { .. }
             | Event::SecretsChanged { .. } => false,
         }
     }

@@ -149,10 +149,104 @@ fn distinct_ids(finishes: &[&Finish]) -> bool {
     ids.len() == finishes.len()
 }
 
-const INSERT_MANY: &str =
-    "INSERT INTO executions (id, bot_id, bot_version, owner_id, pool, status, attempt,
-    max_attempts, priority, input, idempotency_key, cancel_requested, run_at, queued_at, created_by,
-    scheduled_for, replay_of, max_concurrency) ";
+/// The columns a new execution's row is written with, in the order [`insert_rows!`] binds them.
+macro_rules! insert_columns {
+    () => {
+        "id, bot_id, bot_version, owner_id, pool, status, attempt, max_attempts, priority, input,
+    idempotency_key, cancel_requested, run_at, queued_at, created_by, scheduled_for, replay_of,
+    max_concurrency"
+    };
+}
+
+/// SQLite: the rows only; their first timeline entries follow in the same transaction.
+const SQLITE_INSERT_MANY: [&str; 2] = [
+    concat!("INSERT INTO executions (", insert_columns!(), ") "),
+    concat!(
+        " ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ",
+        columns!()
+    ),
+];
+
+/// PostgreSQL: `VALUES` rows of the new executions with their first timeline entry's kind and
+/// message, then the rows created and the entries of those (an idempotency key already taken
+/// creates neither), in one statement.
+const PG_INSERT_MANY: [&str; 2] = [
+    concat!("WITH v (", insert_columns!(), ", kind, message) AS ("),
+    concat!(
+        "), c AS (INSERT INTO executions (",
+        insert_columns!(),
+        ") SELECT ",
+        insert_columns!(),
+        " FROM v ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ",
+        columns!(),
+        "), e AS (INSERT INTO execution_events (execution_id, at, kind, message)
+         SELECT v.id, v.queued_at, v.kind, v.message FROM v JOIN c ON c.id = v.id)
+     SELECT ",
+        columns!(),
+        " FROM c"
+    ),
+];
+
+/// Inserts the new executions of `$chunk` with one statement (PostgreSQL, `$ctes`: with their
+/// first timeline entries); evaluates to the executions created.
+macro_rules! insert_rows {
+    ($db:ty, $conn:expr, $chunk:expr, $owner_id:expr, $at:expr, $ctes:expr) => {{
+        let [head, tail] = if $ctes {
+            PG_INSERT_MANY
+        } else {
+            SQLITE_INSERT_MANY
+        };
+        let mut q = sqlx::QueryBuilder::<$db>::new(head);
+        q.push_values($chunk, |mut row, new| {
+            row.push_bind(new.id)
+                .push_bind(new.bot_id)
+                .push_bind(new.bot_version)
+                .push_bind($owner_id)
+                .push_bind(&new.pool)
+                .push_bind(ExecStatus::Queued)
+                .push_bind(1_i32)
+                .push_bind(new.max_attempts)
+                .push_bind(new.priority)
+                .push_bind(sqlx::types::Json(&new.input))
+                .push_bind(&new.idempotency_key)
+                .push_bind(false)
+                .push_bind(new.run_at)
+                .push_bind($at)
+                .push_bind(new.created_by)
+                .push_bind(new.scheduled_for)
+                .push_bind(new.replay_of)
+                .push_bind(new.max_concurrency);
+            if $ctes {
+                let entry = NewEvent::created(new, $at);
+                row.push_bind(entry.kind).push_bind(entry.message);
+            }
+        });
+        q.push(tail);
+        q.build_query_as::<Execution>().fetch_all($conn).await?
+    }};
+}
+
+/// The executions holding the idempotency keys that `news` asked for and `created` does not
+/// hold (taken before this call), by bot and key.
+macro_rules! key_holders {
+    ($conn:expr, $news:expr, $created:expr) => {{
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM executions WHERE bot_id = $1 AND idempotency_key = $2"
+        );
+        let mut holders = KeyedExecutions::new();
+        for (bot_id, key) in keys_taken_before($news, $created) {
+            let first: Execution = sqlx::query_as(sql)
+                .bind(bot_id)
+                .bind(&key)
+                .fetch_one($conn)
+                .await?;
+            holders.insert((bot_id, key), first);
+        }
+        holders
+    }};
+}
 
 type KeyedExecutions = HashMap<(Uuid, String), Execution>;
 
@@ -257,75 +351,35 @@ macro_rules! execution_store {
         #[async_trait]
         impl ExecutionStore for $store {
             async fn create_execution(&self, new: &NewExecution, owner_id: Uuid, at: Timestamp) -> Result<(Execution, bool), StoreError> {
-                let sql = concat!("INSERT INTO executions (id, bot_id, bot_version, owner_id, pool, status, attempt, max_attempts,
-                       priority, input, idempotency_key, cancel_requested, run_at, queued_at, created_by,
-                       scheduled_for, replay_of, max_concurrency)
-                     VALUES ($1, $2, $3, $4, $5, 'queued', 1, $6, $7, $8, $9, FALSE, $10, $11, $12, $13, $14, $15)
-                     ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ", columns!());
-                let created: Option<Execution> = sqlx::query_as(sql)
-                    .bind(new.id)
-                    .bind(new.bot_id)
-                    .bind(new.bot_version)
-                    .bind(owner_id)
-                    .bind(&new.pool)
-                    .bind(new.max_attempts)
-                    .bind(new.priority)
-                    .bind(sqlx::types::Json(&new.input))
-                    .bind(&new.idempotency_key)
-                    .bind(new.run_at)
-                    .bind(at)
-                    .bind(new.created_by)
-                    .bind(new.scheduled_for)
-                    .bind(new.replay_of)
-                    .bind(new.max_concurrency)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                if let Some(execution) = created {
-                    return Ok((execution, true));
-                }
-                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE bot_id = $1 AND idempotency_key = $2");
-                let first: Execution = sqlx::query_as(sql)
-                    .bind(new.bot_id)
-                    .bind(&new.idempotency_key)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok((first, false))
+                let mut made = self.create_executions(std::slice::from_ref(new), owner_id, at).await?;
+                made.pop().ok_or_else(|| StoreError::Corrupt(format!("execution {} was neither created nor found", new.id)))
             }
 
             async fn create_executions(&self, news: &[NewExecution], owner_id: Uuid, at: Timestamp) -> Result<Vec<(Execution, bool)>, StoreError> {
+                if news.is_empty() {
+                    return Ok(Vec::new());
+                }
+                if $ctes && news.len() <= BATCH_ROWS {
+                    // One statement writes the rows and their entries: no transaction needed.
+                    let created = insert_rows!($db, &self.pool, news, owner_id, at, $ctes);
+                    let holders = key_holders!(&self.pool, news, &created);
+                    return in_request_order(news, created, holders);
+                }
                 let mut tx = self.pool.begin().await?;
                 let mut created: Vec<Execution> = Vec::with_capacity(news.len());
                 for chunk in news.chunks(BATCH_ROWS) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(INSERT_MANY);
-                    q.push_values(chunk, |mut row, new| {
-                        row.push_bind(new.id)
-                            .push_bind(new.bot_id)
-                            .push_bind(new.bot_version)
-                            .push_bind(owner_id)
-                            .push_bind(&new.pool)
-                            .push_bind(ExecStatus::Queued)
-                            .push_bind(1_i32)
-                            .push_bind(new.max_attempts)
-                            .push_bind(new.priority)
-                            .push_bind(sqlx::types::Json(&new.input))
-                            .push_bind(&new.idempotency_key)
-                            .push_bind(false)
-                            .push_bind(new.run_at)
-                            .push_bind(at)
-                            .push_bind(new.created_by)
-                            .push_bind(new.scheduled_for)
-                            .push_bind(new.replay_of)
-                            .push_bind(new.max_concurrency);
-                    });
-                    q.push(concat!(" ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ", columns!()));
-                    created.extend(q.build_query_as::<Execution>().fetch_all(&mut *tx).await?);
+                    created.extend(insert_rows!($db, &mut *tx, chunk, owner_id, at, $ctes));
                 }
-                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE bot_id = $1 AND idempotency_key = $2");
-                let mut holders = KeyedExecutions::new();
-                for (bot_id, key) in keys_taken_before(news, &created) {
-                    let first: Execution = sqlx::query_as(sql).bind(bot_id).bind(&key).fetch_one(&mut *tx).await?;
-                    holders.insert((bot_id, key), first);
+                if !$ctes {
+                    let made: HashSet<Uuid> = created.iter().map(|e| e.id).collect();
+                    let entries: Vec<NewEvent> = news
+                        .iter()
+                        .filter(|n| made.contains(&n.id))
+                        .map(|n| NewEvent::created(n, at))
+                        .collect();
+                    insert_events!($db, &mut *tx, &entries);
                 }
+                let holders = key_holders!(&mut *tx, news, &created);
                 let out = in_request_order(news, created, holders)?;
                 tx.commit().await?;
                 Ok(out)

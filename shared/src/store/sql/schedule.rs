@@ -81,12 +81,19 @@ macro_rules! schedule_store {
                 Ok(bots.into_iter().filter(|b| b.spec.schedule.is_some()).collect())
             }
 
-            async fn last_fire(&self, bot_id: Uuid) -> Result<Option<Timestamp>, StoreError> {
-                let (last,): (Option<Timestamp>,) =
-                    sqlx::query_as("SELECT max(scheduled_for) FROM executions WHERE bot_id = $1 AND scheduled_for IS NOT NULL")
-                        .bind(bot_id)
-                        .fetch_one(&self.pool)
-                        .await?;
+            async fn last_fires(&self, bot_ids: &[Uuid]) -> Result<Vec<(Uuid, Timestamp)>, StoreError> {
+                let mut last = Vec::new();
+                for chunk in bot_ids.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT bot_id, max(scheduled_for) FROM executions WHERE scheduled_for IS NOT NULL AND bot_id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(") GROUP BY bot_id");
+                    last.extend(q.build_query_as::<(Uuid, Timestamp)>().fetch_all(&self.pool).await?);
+                }
                 Ok(last)
             }
 
