@@ -125,7 +125,12 @@ impl RedisQueue {
     async fn enqueue_pool(&self, pool: &str, items: &[&QueueItem]) -> Result<usize, QueueError> {
         let k = self.keys(pool);
         let mut inv = self.scripts.enqueue.prepare_invoke();
-        inv.key(&k.ready).key(&k.delayed).key(&k.jobs).key(&k.wake);
+        inv.key(&k.ready)
+            .key(&k.delayed)
+            .key(&k.jobs)
+            .key(&k.wake)
+            .key(self.pools_key())
+            .arg(pool);
         for item in items {
             let run_at = item.run_at.map_or(0, |t| t.millis());
             inv.arg(item.id.to_string()).arg(item.priority).arg(run_at);
@@ -251,17 +256,6 @@ impl Queue for RedisQueue {
         for item in items {
             by_pool.entry(item.pool.as_str()).or_default().push(item);
         }
-        if by_pool.is_empty() {
-            return Ok(0);
-        }
-        let mut conn = self.conn.clone();
-        let pools: Vec<&str> = by_pool.keys().copied().collect();
-        let _: () = redis::cmd("SADD")
-            .arg(self.pools_key())
-            .arg(&pools)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
         let mut added = 0;
         for (pool, items) in by_pool {
             for chunk in items.chunks(BATCH as usize) {

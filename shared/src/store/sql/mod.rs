@@ -21,9 +21,12 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{Connection, PgPool, SqlitePool};
 
 use super::StoreError;
+
+/// How long a PostgreSQL connection may sit idle before it is pinged before its next use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 
 /// The distributed store.
 #[derive(Clone)]
@@ -45,6 +48,19 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            // A ping before every use is a round trip on every statement's path (a third of
+            // an idle dispatch). A connection that was busy recently is alive; one idle for
+            // long may have been cut (a restart, a proxy's timeout) and is checked first.
+            // Any that fails anyway is dropped by the pool, and its caller retries.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(Self { pool })
@@ -79,6 +95,9 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A file does not drop connections; a ping would only add a wake-up of the
+            // connection's thread per statement.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         let store = Self { pool };
