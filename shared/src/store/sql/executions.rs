@@ -49,6 +49,11 @@ const FINISH_RETRY: &str = concat!(
     fence!()
 );
 
+// Statements that find executions by id test their status as `status || ''`: the planner then
+// cannot use an index on the status for them, and looks them up by id. Statistics taken while
+// few executions were queued make it believe `status = 'queued'` matches a handful of rows, so
+// it would scan every queued execution instead — with a backlog of 40,000, 400 ms per claim.
+
 /// A cancel in one statement, whichever live state it finds: a queued execution ends, a running
 /// one is flagged for its worker. Two statements (one per state) would lose the cancel of an
 /// execution that a retry moved from running to queued between them.
@@ -58,7 +63,7 @@ const CANCEL: &str = concat!(
          finished_at = CASE WHEN status = 'queued' THEN $2 ELSE finished_at END,
          error = CASE WHEN status = 'queued' THEN 'cancelled before it started' ELSE error END,
          cancel_requested = CASE WHEN status = 'running' THEN TRUE ELSE cancel_requested END
-         WHERE id = $1 AND status IN ('queued', 'running') RETURNING ",
+         WHERE id = $1 AND status || '' IN ('queued', 'running') RETURNING ",
     columns!()
 );
 
@@ -66,7 +71,7 @@ const CANCEL: &str = concat!(
 /// its pool's, executions are running already. (The counts are only taken under a limit.)
 const CLAIM: &str = concat!(
     "UPDATE executions SET status = 'running', worker_id = $2, started_at = $3, lease_expires_at = $4
-     WHERE id = $1 AND status = 'queued' AND (run_at IS NULL OR run_at <= $3)
+     WHERE id = $1 AND status || '' = 'queued' AND (run_at IS NULL OR run_at <= $3)
        AND (max_concurrency IS NULL OR max_concurrency >
             (SELECT count(*) FROM executions r WHERE r.bot_id = executions.bot_id AND r.status = 'running'))
        AND (CASE WHEN (SELECT p.max_concurrency FROM pools p WHERE p.name = executions.pool) IS NULL THEN TRUE
@@ -84,7 +89,7 @@ const CLAIM_UNLIMITED: [&str; 5] = [
     "UPDATE executions SET status = 'running', worker_id = ",
     ", started_at = ",
     ", lease_expires_at = ",
-    " WHERE status = 'queued' AND max_concurrency IS NULL
+    " WHERE status || '' = 'queued' AND max_concurrency IS NULL
        AND NOT EXISTS (SELECT 1 FROM pools p WHERE p.name = executions.pool AND p.max_concurrency IS NOT NULL)
        AND (run_at IS NULL OR run_at <= ",
     ") AND id IN (",
