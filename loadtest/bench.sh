@@ -8,15 +8,17 @@
 # Needs: PostgreSQL on 127.0.0.1:5432 with the test role (./scripts/test.sh sets it up, or
 # point CODEX32_BENCH_PG at a superuser URL), redis-server, curl and python3.
 # Knobs (environment): OUT, SCALE (multiplies sizes and durations; default 1), CONCURRENCY
-# (worker slots; default 16), WORKERS (distributed workers; default 2), ONLY (dev or dist),
-# BIN (a codex32 binary to use instead of building one).
+# (slots of each no-op worker; default 50, as the peers in issue #7 were measured),
+# REAL_CONCURRENCY (slots of each real worker; default 16), WORKERS (distributed workers;
+# default 2), ONLY (dev or dist), BIN (a codex32 binary to use instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/codex32-target}"
 OUT="${OUT:-loadtest-results/bench-$(date +%Y%m%d-%H%M%S)}"
 SCALE="${SCALE:-1}"
-CONCURRENCY="${CONCURRENCY:-16}"
+CONCURRENCY="${CONCURRENCY:-50}"
+REAL_CONCURRENCY="${REAL_CONCURRENCY:-16}"
 WORKERS="${WORKERS:-2}"
 ONLY="${ONLY:-all}"
 PG="${CODEX32_BENCH_PG:-postgres://codex32:codex32@127.0.0.1:5432}"
@@ -125,7 +127,7 @@ run_dev() {
   stop_all
   say "deployment: codex32 dev, real executor (a sandboxed \`true\` bot)"
   export CODEX32_DATA_DIR="$WORK/dev-real-data"
-  start dev-real dev
+  CODEX32_CONCURRENCY=$REAL_CONCURRENCY start dev-real dev
   URL=$(api_url dev-real); KEY=$(api_key "$URL")
   lt dev sandboxed-true burst -n "$(n 2000)" -c 8 --script true
   stop_all
@@ -148,7 +150,9 @@ run_distributed() {
   standard_set dist
   say "distributed: real executor (a sandboxed \`true\` bot)"
   for pid in "${PIDS[@]: -$WORKERS}"; do kill -TERM "$pid"; wait "$pid" || true; done
-  for i in $(seq 1 "$WORKERS"); do start "worker-real-$i" worker --sandbox auto --worker-id "bench-real-$i"; done
+  for i in $(seq 1 "$WORKERS"); do
+    CODEX32_CONCURRENCY=$REAL_CONCURRENCY start "worker-real-$i" worker --sandbox auto --worker-id "bench-real-$i"
+  done
   await_workers "$URL" "$KEY" "$WORKERS"
   lt dist sandboxed-true burst -n "$(n 2000)" -c 8 --script true
   stop_all

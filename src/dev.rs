@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use codex32_shared::Backends;
+use codex32_shared::bus::Hearing;
 use codex32_shared::config::{ApiConfig, Config, SchedulerConfig, Secret, WorkerConfig};
 use codex32_worker::executor::Executor;
 use rand::RngCore;
@@ -51,7 +52,7 @@ pub async fn run(
             12,
         )?));
     }
-    let backends = Backends::connect(&config)
+    let backends = Backends::connect(&config, Hearing::Everything)
         .await
         .context("codex32 dev cannot open its backends")?;
     backends

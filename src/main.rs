@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use codex32_shared::bus::Hearing;
 use codex32_shared::config::{
     ApiConfig, Config, ExecutorKind, SandboxMode, SchedulerConfig, WorkerConfig,
 };
@@ -171,7 +172,7 @@ async fn run(command: Command, executor: Option<Arc<dyn Executor>>) -> anyhow::R
             .await
         }
         Command::Api { config, api } => {
-            let backends = connect_distributed(&config, "api").await?;
+            let backends = connect_distributed(&config, "api", Hearing::Everything).await?;
             let state = codex32_api::state(backends, &config, &api)?;
             codex32_api::bootstrap_admin(&state, &api).await?;
             let (listener, addr) = codex32_api::bind(&api).await?;
@@ -179,11 +180,11 @@ async fn run(command: Command, executor: Option<Arc<dyn Executor>>) -> anyhow::R
             codex32_api::serve(listener, state, shutdown_on_signal()).await
         }
         Command::Scheduler { config, scheduler } => {
-            let backends = connect_distributed(&config, "scheduler").await?;
+            let backends = connect_distributed(&config, "scheduler", Hearing::Control).await?;
             codex32_scheduler::run(backends, &config, &scheduler, shutdown_on_signal()).await
         }
         Command::Worker { config, worker } => {
-            let backends = connect_distributed(&config, "worker").await?;
+            let backends = connect_distributed(&config, "worker", Hearing::Control).await?;
             codex32_worker::run(backends, &config, &worker, executor, shutdown_on_signal()).await
         }
         Command::Loadtest(args) => Ok(codex32_loadtest::run(args).await?),
@@ -225,15 +226,20 @@ pub(crate) fn announce_api(addr: std::net::SocketAddr) {
     println!("codex32 API listening on http://{addr}");
 }
 
-/// The backends of a process of the distributed deployment, which must share Redis.
-async fn connect_distributed(config: &Config, role: &str) -> anyhow::Result<Backends> {
+/// The backends of a process of the distributed deployment, which must share Redis. Only the
+/// API, which fans events out to WebSocket clients, hears more than control events.
+async fn connect_distributed(
+    config: &Config,
+    role: &str,
+    hearing: Hearing,
+) -> anyhow::Result<Backends> {
     if config.redis_url.is_none() {
         bail!(
             "`codex32 {role}` runs beside other processes and needs the shared queue: set CODEX32_REDIS_URL \
              (and CODEX32_DATABASE_URL to PostgreSQL), or run everything in one process with `codex32 dev`"
         );
     }
-    Backends::connect(config)
+    Backends::connect(config, hearing)
         .await
         .with_context(|| format!("codex32 {role} cannot connect its backends"))
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::bus::{Bus, BusError, memory::MemoryBus, redis::RedisBus};
+use crate::bus::{Bus, BusError, Hearing, memory::MemoryBus, redis::RedisBus};
 use crate::config::Config;
 use crate::limit::{LimitError, Limiter, memory::MemoryLimiter, redis::RedisLimiter};
 use crate::queue::{Queue, QueueError, memory::MemoryQueue, redis::RedisQueue};
@@ -35,9 +35,10 @@ pub enum ConnectError {
 }
 
 impl Backends {
-    /// Connects to what `config` names. The SQLite store migrates itself; PostgreSQL is
-    /// migrated by `codex32 migrate`.
-    pub async fn connect(config: &Config) -> Result<Self, ConnectError> {
+    /// Connects to what `config` names; a distributed bus delivers what `hearing` names (an
+    /// in-process bus, everything). The SQLite store migrates itself; PostgreSQL is migrated
+    /// by `codex32 migrate`.
+    pub async fn connect(config: &Config, hearing: Hearing) -> Result<Self, ConnectError> {
         let store = store::connect(&config.store_url()).await?;
         Ok(match &config.redis_url {
             Some(url) => {
@@ -45,7 +46,7 @@ impl Backends {
                 Self {
                     store,
                     queue: Arc::new(RedisQueue::connect(url, prefix).await?),
-                    bus: Arc::new(RedisBus::connect(url, prefix).await?),
+                    bus: Arc::new(RedisBus::connect(url, prefix, hearing).await?),
                     limiter: Arc::new(RedisLimiter::connect(url, prefix).await?),
                     distributed: true,
                 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clap::Parser;
+use codex32_shared::bus::Hearing;
 use codex32_shared::config::{Config, WorkerConfig};
 use codex32_shared::domain::{ExecStatus, NewExecution, Role, User};
 use codex32_shared::submit::submit;
@@ -77,7 +78,9 @@ async fn a_panicked_slot_is_freed_and_its_execution_retried() {
         "--sandbox",
         "none",
     ]);
-    let backends = Backends::connect(&args.config).await.unwrap();
+    let backends = Backends::connect(&args.config, Hearing::Everything)
+        .await
+        .unwrap();
     let owner = User {
         id: Uuid::now_v7(),
         email: "owner@example.com".into(),

@@ -16,6 +16,16 @@ use crate::store::Finish;
 /// Events a subscriber can lag behind by before it starts missing some.
 pub const LOCAL_CAPACITY: usize = 4096;
 
+/// Which events a process hears from a distributed bus. The API fans every event out to
+/// WebSocket clients; workers and the scheduler act only on control events (cancels, drains,
+/// restarts, cache evictions) and would otherwise read and drop every state change and log
+/// line of the whole fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hearing {
+    Everything,
+    Control,
+}
+
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -86,6 +96,22 @@ pub enum Event {
 }
 
 impl Event {
+    /// Whether it asks processes to act (control), rather than telling what happened.
+    pub fn is_control(&self) -> bool {
+        match self {
+            Event::CancelRequested { .. }
+            | Event::DrainRequested { .. }
+            | Event::RestartRequested { .. }
+            | Event::ApiKeyRevoked { .. }
+            | Event::SecretsChanged { .. }
+            | Event::BotChanged { .. } => true,
+            Event::ExecutionUpdated { .. }
+            | Event::ExecutionLog { .. }
+            | Event::WorkerHeartbeat { .. }
+            | Event::ServiceUpdated { .. } => false,
+        }
+    }
+
     /// The `execution.updated` event for an execution as it now is.
     pub fn updated(e: &Execution) -> Self {
         Event::ExecutionUpdated {

@@ -1,5 +1,6 @@
-//! The distributed bus: Redis pub/sub on one channel. Each process keeps one subscription
-//! (re-established with backoff when Redis goes away) and fans it out locally.
+//! The distributed bus: Redis pub/sub on two channels, control events and the rest (see
+//! [`Hearing`]). Each process keeps one subscription to what it hears (re-established with
+//! backoff when Redis goes away) and fans it out locally.
 
 use std::time::Duration;
 
@@ -8,32 +9,45 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use tokio::sync::broadcast;
 
-use super::{Bus, BusError, Event, LOCAL_CAPACITY};
+use super::{Bus, BusError, Event, Hearing, LOCAL_CAPACITY};
 
 /// Redis-backed [`Bus`].
 pub struct RedisBus {
     conn: ConnectionManager,
-    channel: String,
+    /// Where control events go.
+    control: String,
+    /// Where every other event goes.
+    events: String,
     tx: broadcast::Sender<Event>,
 }
 
 impl RedisBus {
-    /// Connects and starts the subscription task, which ends when the bus is dropped.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
+    /// Connects and starts the subscription task (to what `hearing` names), which ends when
+    /// the bus is dropped.
+    pub async fn connect(url: &str, prefix: &str, hearing: Hearing) -> Result<Self, BusError> {
         let client = redis::Client::open(url).map_err(|e| BusError::Unavailable(e.to_string()))?;
         let conn = client
             .get_connection_manager()
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        let channel = format!("{prefix}:events");
+        let (control, events) = (format!("{prefix}:control"), format!("{prefix}:events"));
+        let heard = match hearing {
+            Hearing::Everything => vec![control.clone(), events.clone()],
+            Hearing::Control => vec![control.clone()],
+        };
         let (tx, _) = broadcast::channel(LOCAL_CAPACITY);
-        tokio::spawn(relay(client, channel.clone(), tx.downgrade()));
-        Ok(Self { conn, channel, tx })
+        tokio::spawn(relay(client, heard, tx.downgrade()));
+        Ok(Self {
+            conn,
+            control,
+            events,
+            tx,
+        })
     }
 }
 
-/// Forwards the Redis channel into the local broadcast until the bus is gone.
-async fn relay(client: redis::Client, channel: String, tx: broadcast::WeakSender<Event>) {
+/// Forwards the Redis channels into the local broadcast until the bus is gone.
+async fn relay(client: redis::Client, channels: Vec<String>, tx: broadcast::WeakSender<Event>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if tx.upgrade().is_none() {
@@ -41,7 +55,7 @@ async fn relay(client: redis::Client, channel: String, tx: broadcast::WeakSender
         }
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
-                if let Err(e) = pubsub.subscribe(&channel).await {
+                if let Err(e) = pubsub.subscribe(&channels).await {
                     tracing::warn!(error = %e, "Event bus subscription failed; retrying.");
                 } else {
                     backoff = Duration::from_millis(100);
@@ -71,9 +85,14 @@ async fn relay(client: redis::Client, channel: String, tx: broadcast::WeakSender
 impl Bus for RedisBus {
     async fn publish(&self, event: &Event) -> Result<(), BusError> {
         let payload = serde_json::to_vec(event)?;
+        let channel = if event.is_control() {
+            &self.control
+        } else {
+            &self.events
+        };
         let mut conn = self.conn.clone();
         let _: i64 = redis::cmd("PUBLISH")
-            .arg(&self.channel)
+            .arg(channel)
             .arg(payload)
             .query_async(&mut conn)
             .await
