@@ -270,9 +270,10 @@ async fn caller_from_key(state: &AppState, key: &str) -> Result<Caller, ApiError
     let key = match state.api_keys.get(&hash) {
         Some(key) => key,
         None => {
+            let read_after = state.api_keys.since();
             let found: Option<ApiKey> = state.backends.store.api_key_by_hash(&hash).await?;
             let key = found.ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
-            state.api_keys.put(hash, key.clone());
+            state.api_keys.put(hash, key.clone(), read_after);
             key
         }
     };

@@ -6,7 +6,7 @@
 
 use std::borrow::Borrow;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use codex32_shared::bus::{Bus, Event};
@@ -22,7 +22,16 @@ pub const TTL: Duration = Duration::from_secs(2);
 pub struct BusCache<K, V> {
     entries: TtlCache<K, V>,
     id_of: fn(&V) -> Uuid,
+    /// Counts evictions, so a value read before one is not put back after it (a request that
+    /// read a bot just before a change committed would otherwise cache the old version). Puts
+    /// and evictions hold it, so none falls between the other's check and write.
+    evictions: Mutex<u64>,
 }
+
+/// Where [`BusCache::since`] was taken: a value read after it is only kept if nothing was
+/// evicted meanwhile.
+#[derive(Clone, Copy)]
+pub struct Mark(u64);
 
 /// API keys by the hash of their secret; a revoke evicts.
 pub type KeyCache = BusCache<String, ApiKey>;
@@ -30,27 +39,25 @@ pub type KeyCache = BusCache<String, ApiKey>;
 pub type BotCache = BusCache<Uuid, Bot>;
 
 pub fn key_cache(bus: Arc<dyn Bus>, ttl: Duration) -> Arc<KeyCache> {
-    BusCache::start(
-        bus,
-        ttl,
-        |key| key.id,
-        |event| match event {
-            Event::ApiKeyRevoked { key_id } => Some(*key_id),
-            _ => None,
-        },
-    )
+    BusCache::start(bus, ttl, |key| key.id, revoked_key)
 }
 
 pub fn bot_cache(bus: Arc<dyn Bus>, ttl: Duration) -> Arc<BotCache> {
-    BusCache::start(
-        bus,
-        ttl,
-        |bot| bot.id,
-        |event| match event {
-            Event::BotChanged { bot_id } => Some(*bot_id),
-            _ => None,
-        },
-    )
+    BusCache::start(bus, ttl, |bot| bot.id, changed_bot)
+}
+
+fn revoked_key(event: &Event) -> Option<Uuid> {
+    match event {
+        Event::ApiKeyRevoked { key_id } => Some(*key_id),
+        _ => None,
+    }
+}
+
+fn changed_bot(event: &Event) -> Option<Uuid> {
+    match event {
+        Event::BotChanged { bot_id } => Some(*bot_id),
+        _ => None,
+    }
 }
 
 impl<K, V> BusCache<K, V>
@@ -69,6 +76,7 @@ where
         let cache = Arc::new(Self {
             entries: TtlCache::new(ttl),
             id_of,
+            evictions: Mutex::new(0),
         });
         let mut events = bus.subscribe();
         let weak = Arc::downgrade(&cache);
@@ -83,7 +91,7 @@ where
                         }
                     }
                     // Missed events may include a change: start over rather than guess.
-                    Err(RecvError::Lagged(_)) => cache.entries.clear(),
+                    Err(RecvError::Lagged(_)) => cache.clear(),
                     Err(RecvError::Closed) => return,
                 }
             }
@@ -99,14 +107,32 @@ where
         self.entries.get(key)
     }
 
-    pub fn put(&self, key: K, value: V) {
-        self.entries.put(key, value);
+    /// Take this before reading a value from the store; hand it to [`Self::put`].
+    pub fn since(&self) -> Mark {
+        Mark(*self.evictions.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Keeps a value read from the store after `read_after` — unless something was evicted
+    /// since, when the value may predate the change that evicted it.
+    pub fn put(&self, key: K, value: V, read_after: Mark) {
+        let evictions = self.evictions.lock().unwrap_or_else(|e| e.into_inner());
+        if *evictions == read_after.0 {
+            self.entries.put(key, value);
+        }
     }
 
     /// Forgets the value with this id.
     pub fn evict(&self, id: Uuid) {
+        let mut evictions = self.evictions.lock().unwrap_or_else(|e| e.into_inner());
+        *evictions += 1;
         let id_of = self.id_of;
         self.entries.retain(|_, value| id_of(value) != id);
+    }
+
+    fn clear(&self) {
+        let mut evictions = self.evictions.lock().unwrap_or_else(|e| e.into_inner());
+        *evictions += 1;
+        self.entries.clear();
     }
 }
 
@@ -139,8 +165,9 @@ mod tests {
         // Entries never expire here: only the bus event can remove one.
         let cache = key_cache(bus.clone(), Duration::from_secs(3600));
         let (revoked, kept) = (key(), key());
-        cache.put("a".into(), revoked.clone());
-        cache.put("b".into(), kept.clone());
+        let mark = cache.since();
+        cache.put("a".into(), revoked.clone(), mark);
+        cache.put("b".into(), kept.clone(), mark);
         assert_eq!(cache.get("a").map(|k| k.id), Some(revoked.id));
         // Events of other kinds leave every entry alone.
         bus.publish(&Event::BotChanged { bot_id: revoked.id })
@@ -159,5 +186,40 @@ mod tests {
             .expect("the revoked key is evicted");
         assert_eq!(cache.get("b").map(|k| k.id), Some(kept.id));
         assert!(cache.get("unknown").is_none());
+    }
+
+    #[test]
+    fn the_bot_cache_evicts_on_a_bot_change_and_the_key_cache_on_a_revoke() {
+        let id = Uuid::now_v7();
+        let changed = Event::BotChanged { bot_id: id };
+        let revoked = Event::ApiKeyRevoked { key_id: id };
+        assert_eq!(
+            (changed_bot(&changed), changed_bot(&revoked)),
+            (Some(id), None)
+        );
+        assert_eq!(
+            (revoked_key(&revoked), revoked_key(&changed)),
+            (Some(id), None)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_value_read_before_an_eviction_is_not_kept() {
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
+        let cache: Arc<BusCache<Uuid, i32>> = BusCache::start(
+            bus,
+            Duration::from_secs(3600),
+            |v| Uuid::from_u128(*v as u128),
+            |_| None,
+        );
+        let (one, two) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        // A request reads version 1, a change commits and evicts, then the request caches.
+        let read_before = cache.since();
+        cache.evict(one);
+        cache.put(one, 1, read_before);
+        assert_eq!(cache.get(&one), None, "the stale read is not kept");
+        let read_after = cache.since();
+        cache.put(two, 2, read_after);
+        assert_eq!(cache.get(&two), Some(2));
     }
 }

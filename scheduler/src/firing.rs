@@ -128,7 +128,8 @@ impl Firing {
     }
 
     /// Reads the last fire time of every bot this leader has not seen yet, in one query, and
-    /// forgets what it kept of bots no longer scheduled (deleted, paused, changed).
+    /// forgets what it kept of bots no longer scheduled (deleted, paused) and of versions
+    /// replaced by a change (a fire time is kept per bot, whatever its version).
     async fn learn_last_fires(&mut self, backends: &Backends, bots: &[Bot]) -> anyhow::Result<()> {
         let current: HashSet<(Uuid, i32)> = bots.iter().map(|b| (b.id, b.version)).collect();
         let ids: HashSet<Uuid> = current.iter().map(|(id, _)| *id).collect();

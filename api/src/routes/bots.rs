@@ -67,20 +67,22 @@ pub async fn visible_bot(state: &AppState, caller: &Caller, id: Uuid) -> Result<
 }
 
 /// [`visible_bot`] as read at most [`crate::caches::TTL`] ago, for the hot path of creating
-/// executions: a bot changed through any API process is evicted at once here (the bus), so
-/// this only serves an older version when that announcement was lost. Changes read the bot
-/// fresh.
+/// executions. A change through this process evicts the bot before it answers (and a read
+/// that raced the change is not kept); one through another API process evicts it when the
+/// bus delivers the announcement (milliseconds), or after the TTL if that is lost. Changes
+/// read the bot fresh.
 pub async fn runnable_bot(state: &AppState, caller: &Caller, id: Uuid) -> Result<Bot, ApiError> {
     let bot = match state.bots.get(&id) {
         Some(bot) => bot,
         None => {
+            let read_after = state.bots.since();
             let bot = state
                 .backends
                 .store
                 .get_bot(id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("bot"))?;
-            state.bots.put(id, bot.clone());
+            state.bots.put(id, bot.clone(), read_after);
             bot
         }
     };

@@ -157,10 +157,11 @@ pub enum BusError {
     Encode(#[from] serde_json::Error),
 }
 
-/// Publish to everyone; subscribe to everything (subscribers filter).
+/// Publish to everyone; subscribe to everything this process hears (subscribers filter).
 #[async_trait]
 pub trait Bus: Send + Sync {
     async fn publish(&self, event: &Event) -> Result<(), BusError>;
-    /// A new receiver of every event published from now on, in this process or any other.
+    /// A new receiver of every event published from now on, in this process or any other, that
+    /// this process hears (a distributed bus: see [`Hearing`]).
     fn subscribe(&self) -> broadcast::Receiver<Event>;
 }

@@ -125,12 +125,7 @@ impl RedisQueue {
     async fn enqueue_pool(&self, pool: &str, items: &[&QueueItem]) -> Result<usize, QueueError> {
         let k = self.keys(pool);
         let mut inv = self.scripts.enqueue.prepare_invoke();
-        inv.key(&k.ready)
-            .key(&k.delayed)
-            .key(&k.jobs)
-            .key(&k.wake)
-            .key(self.pools_key())
-            .arg(pool);
+        inv.key(&k.ready).key(&k.delayed).key(&k.jobs).key(&k.wake);
         for item in items {
             let run_at = item.run_at.map_or(0, |t| t.millis());
             inv.arg(item.id.to_string()).arg(item.priority).arg(run_at);
@@ -256,12 +251,32 @@ impl Queue for RedisQueue {
         for item in items {
             by_pool.entry(item.pool.as_str()).or_default().push(item);
         }
-        let mut added = 0;
-        for (pool, items) in by_pool {
-            for chunk in items.chunks(BATCH as usize) {
-                added += self.enqueue_pool(pool, chunk).await?;
-            }
+        if by_pool.is_empty() {
+            return Ok(0);
         }
+        // The set of pools (for the reaper and the promoter) lives outside the pools' hash
+        // slots, so it is written by a command of its own — sent together with the scripts on
+        // the one multiplexed connection: one round trip, not two.
+        let pools: Vec<&str> = by_pool.keys().copied().collect();
+        let mut conn = self.conn.clone();
+        let named = async {
+            redis::cmd("SADD")
+                .arg(self.pools_key())
+                .arg(&pools)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)
+        };
+        let added = async {
+            let mut added = 0;
+            for (pool, items) in &by_pool {
+                for chunk in items.chunks(BATCH as usize) {
+                    added += self.enqueue_pool(pool, chunk).await?;
+                }
+            }
+            Ok(added)
+        };
+        let ((), added) = tokio::try_join!(named, added)?;
         Ok(added)
     }
 

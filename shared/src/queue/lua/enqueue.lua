@@ -1,16 +1,13 @@
 -- Adds ids that the pool does not hold yet (in any state): ready ones to `ready` by priority,
--- future ones to `delayed` by run_at. Wakes idle claimers. Names the pool in the set of pools
--- (for the reaper and the promoter) in the same call: one round trip per enqueue.
+-- future ones to `delayed` by run_at. Wakes idle claimers.
 -- KEYS[1] ready (ZSET, score -priority)   KEYS[2] delayed (ZSET, score run_at ms)
 -- KEYS[3] jobs (HASH id -> priority)      KEYS[4] wake (LIST)
--- KEYS[5] pools (SET of pool names)
--- ARGV[1] the pool's name, then triples: id, priority, run_at ms (0 = now)
+-- ARGV    triples: id, priority, run_at ms (0 = now)
 -- Returns the number of ids added.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SADD', KEYS[5], ARGV[1])
 local added, ready = 0, 0
-for i = 2, #ARGV, 3 do
+for i = 1, #ARGV, 3 do
   local id, prio, run_at = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if redis.call('HSETNX', KEYS[3], id, prio) == 1 then
     added = added + 1

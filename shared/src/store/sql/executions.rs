@@ -167,7 +167,7 @@ macro_rules! insert_columns {
 const SQLITE_INSERT_MANY: [&str; 2] = [
     concat!("INSERT INTO executions (", insert_columns!(), ") "),
     concat!(
-        " ON CONFLICT (bot_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
+        " ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ",
         columns!()
     ),
 ];
@@ -182,7 +182,7 @@ const PG_INSERT_MANY: [&str; 2] = [
         insert_columns!(),
         ") SELECT ",
         insert_columns!(),
-        " FROM v ON CONFLICT (bot_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
+        " FROM v ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ",
         columns!(),
         "), e AS (INSERT INTO execution_events (execution_id, at, kind, message)
          SELECT v.id, v.queued_at, v.kind, v.message FROM v JOIN c ON c.id = v.id)

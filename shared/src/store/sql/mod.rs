@@ -51,7 +51,9 @@ impl PgStore {
             // A ping before every use is a round trip on every statement's path (a third of
             // an idle dispatch). A connection that was busy recently is alive; one idle for
             // long may have been cut (a restart, a proxy's timeout) and is checked first.
-            // Any that fails anyway is dropped by the pool, and its caller retries.
+            // One that fails anyway fails its statement (whose caller answers an error or
+            // tries again later, as for any database error) and is closed by the pool, which
+            // pings every connection it takes back.
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
