@@ -6,11 +6,11 @@
 
 use std::borrow::Borrow;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use codex32_shared::bus::{Bus, Event};
-use codex32_shared::cache::TtlCache;
+use codex32_shared::cache::{Mark, TtlCache};
 use codex32_shared::domain::{ApiKey, Bot};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -22,16 +22,7 @@ pub const TTL: Duration = Duration::from_secs(2);
 pub struct BusCache<K, V> {
     entries: TtlCache<K, V>,
     id_of: fn(&V) -> Uuid,
-    /// Counts evictions, so a value read before one is not put back after it (a request that
-    /// read a bot just before a change committed would otherwise cache the old version). Puts
-    /// and evictions hold it, so none falls between the other's check and write.
-    evictions: Mutex<u64>,
 }
-
-/// Where [`BusCache::since`] was taken: a value read after it is only kept if nothing was
-/// evicted meanwhile.
-#[derive(Clone, Copy)]
-pub struct Mark(u64);
 
 /// API keys by the hash of their secret; a revoke evicts.
 pub type KeyCache = BusCache<String, ApiKey>;
@@ -76,7 +67,6 @@ where
         let cache = Arc::new(Self {
             entries: TtlCache::new(ttl),
             id_of,
-            evictions: Mutex::new(0),
         });
         let mut events = bus.subscribe();
         let weak = Arc::downgrade(&cache);
@@ -91,7 +81,7 @@ where
                         }
                     }
                     // Missed events may include a change: start over rather than guess.
-                    Err(RecvError::Lagged(_)) => cache.clear(),
+                    Err(RecvError::Lagged(_)) => cache.entries.clear(),
                     Err(RecvError::Closed) => return,
                 }
             }
@@ -107,32 +97,20 @@ where
         self.entries.get(key)
     }
 
-    /// Take this before reading a value from the store; hand it to [`Self::put`].
+    /// [`TtlCache::since`]: take it before reading a value from the store.
     pub fn since(&self) -> Mark {
-        Mark(*self.evictions.lock().unwrap_or_else(|e| e.into_inner()))
+        self.entries.since()
     }
 
-    /// Keeps a value read from the store after `read_after` — unless something was evicted
-    /// since, when the value may predate the change that evicted it.
+    /// [`TtlCache::put`]: not kept if something was evicted after `read_after`.
     pub fn put(&self, key: K, value: V, read_after: Mark) {
-        let evictions = self.evictions.lock().unwrap_or_else(|e| e.into_inner());
-        if *evictions == read_after.0 {
-            self.entries.put(key, value);
-        }
+        self.entries.put(key, value, read_after);
     }
 
     /// Forgets the value with this id.
     pub fn evict(&self, id: Uuid) {
-        let mut evictions = self.evictions.lock().unwrap_or_else(|e| e.into_inner());
-        *evictions += 1;
         let id_of = self.id_of;
         self.entries.retain(|_, value| id_of(value) != id);
-    }
-
-    fn clear(&self) {
-        let mut evictions = self.evictions.lock().unwrap_or_else(|e| e.into_inner());
-        *evictions += 1;
-        self.entries.clear();
     }
 }
 

@@ -48,17 +48,9 @@ pub async fn submit(
     new: &NewExecution,
     owner_id: Uuid,
 ) -> Result<(Execution, bool), StoreError> {
-    let (exec, created) = backends
-        .store
-        .create_execution(new, owner_id, Timestamp::now())
-        .await?;
-    if created {
-        if let Err(e) = backends.queue.enqueue(&[QueueItem::from(&exec)]).await {
-            tracing::warn!(execution_id = %exec.id, error = %e, "Queue unavailable; the reconciler will enqueue this execution.");
-        }
-        let _ = backends.bus.publish(&Event::updated(&exec)).await;
-    }
-    Ok((exec, created))
+    let mut made = submit_many(backends, std::slice::from_ref(new), owner_id).await?;
+    made.pop()
+        .ok_or_else(|| StoreError::Corrupt(format!("execution {} was not written", new.id)))
 }
 
 /// Creates several executions at once — all durable with their first timeline entries before

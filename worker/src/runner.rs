@@ -198,6 +198,7 @@ async fn read_secrets(
     missing.dedup();
     if !missing.is_empty() {
         let scopes: Vec<String> = missing.iter().map(|s| (*s).clone()).collect();
+        let read_after = cache.since();
         let entries = store.secrets(&scopes).await.map_err(|e| e.to_string())?;
         for scope in missing {
             let of_scope: Vec<SecretEntry> = entries
@@ -205,7 +206,7 @@ async fn read_secrets(
                 .filter(|e| &e.scope == scope)
                 .cloned()
                 .collect();
-            cache.put(scope.clone(), of_scope.clone());
+            cache.put(scope.clone(), of_scope.clone(), read_after);
             known.insert(scope, of_scope);
         }
     }

@@ -118,7 +118,17 @@ pub trait ExecutionStore: Send + Sync {
         new: &NewExecution,
         owner_id: Uuid,
         at: Timestamp,
-    ) -> Result<(Execution, bool), StoreError>;
+    ) -> Result<(Execution, bool), StoreError> {
+        let mut made = self
+            .create_executions(std::slice::from_ref(new), owner_id, at)
+            .await?;
+        made.pop().ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "execution {} was neither created nor found",
+                new.id
+            ))
+        })
+    }
     /// Creates several queued executions and their first timeline entries all or nothing
     /// (PostgreSQL: one statement for up to 500; else one transaction of a few multi-row
     /// statements), for batch submission. The answer follows the order of `news`. An

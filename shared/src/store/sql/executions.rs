@@ -143,8 +143,8 @@ const PG_LIMIT_LOCKS: &[&str] = &[
     "SELECT 1 FROM pools WHERE name = (SELECT pool FROM executions WHERE id = $1) AND max_concurrency IS NOT NULL FOR UPDATE",
 ];
 
-/// Rows per multi-row INSERT of a batch: 18 parameters each, well under either database's
-/// limit on parameters per statement.
+/// Rows per multi-row statement of a batch: at most 20 parameters each, well under either
+/// database's limit on parameters per statement.
 const BATCH_ROWS: usize = 500;
 
 /// Whether every finish names a different execution: a batch statement can only write each
@@ -355,11 +355,6 @@ macro_rules! execution_store {
 
         #[async_trait]
         impl ExecutionStore for $store {
-            async fn create_execution(&self, new: &NewExecution, owner_id: Uuid, at: Timestamp) -> Result<(Execution, bool), StoreError> {
-                let mut made = self.create_executions(std::slice::from_ref(new), owner_id, at).await?;
-                made.pop().ok_or_else(|| StoreError::Corrupt(format!("execution {} was neither created nor found", new.id)))
-            }
-
             async fn create_executions(&self, news: &[NewExecution], owner_id: Uuid, at: Timestamp) -> Result<Vec<(Execution, bool)>, StoreError> {
                 if news.is_empty() {
                     return Ok(Vec::new());

@@ -32,6 +32,24 @@ macro_rules! insert_events {
 }
 pub(super) use insert_events;
 
+/// Rows of type `$row` from `$head <ids…> $tail`, for any number of bot ids (a statement per
+/// [`ROWS_PER_STATEMENT`] of them).
+macro_rules! by_bot_ids {
+    ($db:ty, $pool:expr, $row:ty, $ids:expr, $head:expr, $tail:expr) => {{
+        let mut rows: Vec<$row> = Vec::new();
+        for chunk in $ids.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<$db>::new($head);
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push($tail);
+            rows.extend(q.build_query_as::<$row>().fetch_all($pool).await?);
+        }
+        rows
+    }};
+}
+
 macro_rules! schedule_store {
     ($store:ty, $db:ty) => {
         #[async_trait]
@@ -82,19 +100,9 @@ macro_rules! schedule_store {
             }
 
             async fn last_fires(&self, bot_ids: &[Uuid]) -> Result<Vec<(Uuid, Timestamp)>, StoreError> {
-                let mut last = Vec::new();
-                for chunk in bot_ids.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT bot_id, max(scheduled_for) FROM executions WHERE scheduled_for IS NOT NULL AND bot_id IN (",
-                    );
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    q.push(") GROUP BY bot_id");
-                    last.extend(q.build_query_as::<(Uuid, Timestamp)>().fetch_all(&self.pool).await?);
-                }
-                Ok(last)
+                Ok(by_bot_ids!($db, &self.pool, (Uuid, Timestamp), bot_ids,
+                    "SELECT bot_id, max(scheduled_for) FROM executions WHERE scheduled_for IS NOT NULL AND bot_id IN (",
+                    ") GROUP BY bot_id"))
             }
 
             async fn live_scheduled(&self, bot_id: Uuid) -> Result<Vec<Execution>, StoreError> {
@@ -109,19 +117,9 @@ macro_rules! schedule_store {
             }
 
             async fn live_scheduled_bots(&self, bot_ids: &[Uuid]) -> Result<Vec<(Uuid, crate::domain::ExecStatus)>, StoreError> {
-                let mut live = Vec::new();
-                for chunk in bot_ids.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT bot_id, status FROM executions WHERE status IN ('queued', 'running') AND scheduled_for IS NOT NULL AND bot_id IN (",
-                    );
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    q.push(")");
-                    live.extend(q.build_query_as::<(Uuid, crate::domain::ExecStatus)>().fetch_all(&self.pool).await?);
-                }
-                Ok(live)
+                Ok(by_bot_ids!($db, &self.pool, (Uuid, crate::domain::ExecStatus), bot_ids,
+                    "SELECT bot_id, status FROM executions WHERE status IN ('queued', 'running') AND scheduled_for IS NOT NULL AND bot_id IN (",
+                    ")"))
             }
 
             async fn set_pool_limit(&self, pool: &str, max_concurrency: Option<i32>, at: Timestamp) -> Result<(), StoreError> {
