@@ -10,7 +10,8 @@
 # Knobs (environment): OUT, SCALE (multiplies sizes and durations; default 1), CONCURRENCY
 # (slots of each no-op worker; default 50, as the peers in issue #7 were measured),
 # REAL_CONCURRENCY (slots of each real worker; default 16), WORKERS (distributed workers;
-# default 2), ONLY (dev or dist), BIN (a codex32 binary to use instead of building one).
+# default 2), ONLY (dev or dist), RUNS (run names to keep, e.g. "burst-batch steady-1000";
+# default all), BIN (a codex32 binary to use instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ CONCURRENCY="${CONCURRENCY:-50}"
 REAL_CONCURRENCY="${REAL_CONCURRENCY:-16}"
 WORKERS="${WORKERS:-2}"
 ONLY="${ONLY:-all}"
+RUNS="${RUNS:-}"
 PG="${CODEX32_BENCH_PG:-postgres://codex32:codex32@127.0.0.1:5432}"
 REDIS_PORT="${CODEX32_BENCH_REDIS_PORT:-16379}"
 ADMIN_EMAIL=bench@codex32.local
@@ -84,6 +86,7 @@ await_workers() {
 # lt DEPLOYMENT NAME SCENARIO ARGS...: one run, its report in $OUT/DEPLOYMENT-NAME.
 lt() {
   local deployment=$1 name=$2; shift 2
+  if [ -n "$RUNS" ] && [[ " $RUNS " != *" $name "* ]]; then return; fi
   say "$deployment: $name"
   "$BIN" loadtest "$@" --url "$URL" --api-key "$KEY" --label "$deployment $name" \
     --out "$OUT/$deployment-$name" --drain-timeout-s 60

@@ -77,9 +77,10 @@ pub async fn submit_many(
     if let Err(e) = backends.queue.enqueue(&items).await {
         tracing::warn!(executions = created.len(), error = %e, "Queue unavailable; the reconciler will enqueue this batch.");
     }
-    // Concurrent publishes share one multiplexed connection: Redis receives them pipelined.
     let updates: Vec<Event> = created.iter().map(|e| Event::updated(e)).collect();
-    futures::future::join_all(updates.iter().map(|u| backends.bus.publish(u))).await;
+    if let Err(e) = backends.bus.publish_many(&updates).await {
+        tracing::debug!(error = %e, "Events not published.");
+    }
     Ok(results)
 }
 

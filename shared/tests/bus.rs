@@ -27,6 +27,42 @@ async fn past(probe: &Event, events: &mut Receiver<Event>) -> Event {
     }
 }
 
+fn update(status: ExecStatus) -> Event {
+    Event::ExecutionUpdated {
+        id: Uuid::now_v7(),
+        bot_id: Uuid::now_v7(),
+        owner_id: Uuid::now_v7(),
+        status,
+        attempt: 1,
+        worker_id: Some("w".into()),
+        exit_code: None,
+        error: None,
+    }
+}
+
+/// The event that [`subscribed`] publishes until every receiver hears it.
+fn probe() -> Event {
+    Event::DrainRequested {
+        worker_id: "probe".into(),
+    }
+}
+
+/// Subscriptions are made in the background: publishes a control event until every receiver
+/// hears it.
+async fn subscribed(publisher: &RedisBus, receivers: &mut [&mut Receiver<Event>]) {
+    loop {
+        publisher.publish(&probe()).await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_millis(200), async {
+            for events in receivers.iter_mut() {
+                next(events).await;
+            }
+        });
+        if heard.await.is_ok() {
+            return;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_control_hearer_gets_control_events_only_and_an_everything_hearer_gets_all() {
     let redis = TestRedis::start();
@@ -37,35 +73,15 @@ async fn a_control_hearer_gets_control_events_only_and_an_everything_hearer_gets
         .await
         .unwrap();
     let (mut all, mut ctl) = (everything.subscribe(), control.subscribe());
-    let update = Event::ExecutionUpdated {
-        id: Uuid::now_v7(),
-        bot_id: Uuid::now_v7(),
-        owner_id: Uuid::now_v7(),
-        status: ExecStatus::Running,
-        attempt: 1,
-        worker_id: Some("w".into()),
-        exit_code: None,
-        error: None,
-    };
+    let update = update(ExecStatus::Running);
     let cancel = Event::CancelRequested {
         execution_id: Uuid::now_v7(),
     };
-    // Subscriptions are made in the background: publish until both hear a control event.
-    let probe = Event::DrainRequested {
-        worker_id: "probe".into(),
-    };
-    loop {
-        control.publish(&probe).await.unwrap();
-        let heard = tokio::time::timeout(Duration::from_millis(200), async {
-            (next(&mut ctl).await, next(&mut all).await)
-        });
-        if heard.await.is_ok() {
-            break;
-        }
-    }
+    subscribed(&control, &mut [&mut ctl, &mut all]).await;
     // A state change, then a control event, published from either side.
     control.publish(&update).await.unwrap();
     everything.publish(&cancel).await.unwrap();
+    let probe = probe();
     assert_eq!(past(&probe, &mut all).await, update);
     assert_eq!(next(&mut all).await, cancel);
     assert_eq!(
@@ -73,4 +89,32 @@ async fn a_control_hearer_gets_control_events_only_and_an_everything_hearer_gets
         cancel,
         "the state change is not delivered to a control hearer"
     );
+}
+
+/// Events published together (one pipeline) arrive in the order given, each on its channel.
+#[tokio::test]
+async fn events_published_together_arrive_in_order() {
+    let redis = TestRedis::start();
+    let everything = RedisBus::connect(&redis.url, "t", Hearing::Everything)
+        .await
+        .unwrap();
+    let control = RedisBus::connect(&redis.url, "t", Hearing::Control)
+        .await
+        .unwrap();
+    let (mut all, mut ctl) = (everything.subscribe(), control.subscribe());
+    subscribed(&control, &mut [&mut ctl, &mut all]).await;
+    let cancel = Event::CancelRequested {
+        execution_id: Uuid::now_v7(),
+    };
+    let mut batch: Vec<Event> = (0..50).map(|_| update(ExecStatus::Queued)).collect();
+    batch.insert(25, cancel.clone());
+    control.publish_many(&batch).await.unwrap();
+    let probe = probe();
+    let mut heard = vec![past(&probe, &mut all).await];
+    while heard.len() < batch.len() {
+        heard.push(next(&mut all).await);
+    }
+    assert_eq!(heard, batch);
+    assert_eq!(past(&probe, &mut ctl).await, cancel);
+    control.publish_many(&[]).await.unwrap();
 }

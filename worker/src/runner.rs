@@ -113,6 +113,9 @@ struct Writes {
     secrets: Batcher<[String; 2], Vec<SecretEntry>>,
     /// Queue acks: one call for the executions ending together.
     acks: Batcher<Lease, bool>,
+    /// Bus events: one round trip for the events of the executions starting or ending
+    /// together, in the order they were handed over.
+    events_out: Batcher<Event, ()>,
 }
 
 impl Writes {
@@ -160,12 +163,21 @@ impl Writes {
             let queue = queue.clone();
             async move { queue.ack_many(&leases).await.map_err(|e| e.to_string()) }
         });
+        let bus = backends.bus.clone();
+        let events_out = Batcher::start(BATCH, move |events: Vec<Event>| {
+            let bus = bus.clone();
+            async move {
+                bus.publish_many(&events).await.map_err(|e| e.to_string())?;
+                Ok(vec![(); events.len()])
+            }
+        });
         Self {
             claims,
             events,
             results,
             secrets,
             acks,
+            events_out,
         }
     }
 }
@@ -324,8 +336,10 @@ impl Ctx {
         }
     }
 
+    /// Publishes with the events of other slots. Waits until it is out, so an execution's
+    /// events leave in the order they happened.
     pub(crate) async fn publish(&self, event: Event) {
-        if let Err(e) = self.backends.bus.publish(&event).await {
+        if let Err(e) = self.writes.events_out.submit(event).await {
             tracing::debug!(error = %e, "Event not published.");
         }
     }

@@ -161,6 +161,14 @@ pub enum BusError {
 #[async_trait]
 pub trait Bus: Send + Sync {
     async fn publish(&self, event: &Event) -> Result<(), BusError>;
+    /// Publishes events in order — on a distributed bus in one round trip, which is why the
+    /// callers that make many at once (a batch of submissions, a worker's slots) use it.
+    async fn publish_many(&self, events: &[Event]) -> Result<(), BusError> {
+        for event in events {
+            self.publish(event).await?;
+        }
+        Ok(())
+    }
     /// A new receiver of every event published from now on, in this process or any other, that
     /// this process hears (a distributed bus: see [`Hearing`]).
     fn subscribe(&self) -> broadcast::Receiver<Event>;

@@ -84,20 +84,30 @@ async fn relay(client: redis::Client, channels: Vec<String>, tx: broadcast::Weak
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, event: &Event) -> Result<(), BusError> {
-        let payload = serde_json::to_vec(event)?;
-        let channel = if event.is_control() {
-            &self.control
-        } else {
-            &self.events
-        };
+        self.publish_many(std::slice::from_ref(event)).await
+    }
+
+    /// One pipeline of PUBLISH commands: one write and one reply for the lot.
+    async fn publish_many(&self, events: &[Event]) -> Result<(), BusError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for event in events {
+            let channel = if event.is_control() {
+                &self.control
+            } else {
+                &self.events
+            };
+            pipe.cmd("PUBLISH")
+                .arg(channel)
+                .arg(serde_json::to_vec(event)?)
+                .ignore();
+        }
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async(&mut conn)
+        pipe.query_async::<()>(&mut conn)
             .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(())
+            .map_err(|e| BusError::Unavailable(e.to_string()))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
