@@ -83,10 +83,21 @@ await_workers() {
   echo "bench.sh: workers did not register" >&2; exit 1
 }
 
+# The runs of standard_set; sandboxed-true runs on real workers after them.
+STANDARD_RUNS="idle-dispatch burst burst-batch steady-1000 mixed cron-1000"
+
+# wanted NAME...: whether RUNS is unset or names one of them.
+wanted() {
+  [ -z "$RUNS" ] && return 0
+  local name
+  for name in "$@"; do [[ " $RUNS " == *" $name "* ]] && return 0; done
+  return 1
+}
+
 # lt DEPLOYMENT NAME SCENARIO ARGS...: one run, its report in $OUT/DEPLOYMENT-NAME.
 lt() {
   local deployment=$1 name=$2; shift 2
-  if [ -n "$RUNS" ] && [[ " $RUNS " != *" $name "* ]]; then return; fi
+  wanted "$name" || return 0
   say "$deployment: $name"
   "$BIN" loadtest "$@" --url "$URL" --api-key "$KEY" --label "$deployment $name" \
     --out "$OUT/$deployment-$name" --drain-timeout-s 60
@@ -122,12 +133,15 @@ common_env
 
 # ---- codex32 dev: SQLite, in-process queue ------------------------------------------------
 run_dev() {
-  say "deployment: codex32 dev (SQLite)"
-  export CODEX32_DATA_DIR="$WORK/dev-data"
-  start dev dev --executor noop
-  URL=$(api_url dev); KEY=$(api_key "$URL")
-  standard_set dev
-  stop_all
+  if wanted $STANDARD_RUNS; then
+    say "deployment: codex32 dev (SQLite)"
+    export CODEX32_DATA_DIR="$WORK/dev-data"
+    start dev dev --executor noop
+    URL=$(api_url dev); KEY=$(api_key "$URL")
+    standard_set dev
+    stop_all
+  fi
+  wanted sandboxed-true || return 0
   say "deployment: codex32 dev, real executor (a sandboxed \`true\` bot)"
   export CODEX32_DATA_DIR="$WORK/dev-real-data"
   CODEX32_CONCURRENCY=$REAL_CONCURRENCY start dev-real dev
@@ -138,6 +152,7 @@ run_dev() {
 
 # ---- distributed: api + scheduler + workers on PostgreSQL and Redis -------------------------
 run_distributed() {
+  wanted $STANDARD_RUNS sandboxed-true || return 0
   say "deployment: distributed (PostgreSQL + Redis, $WORKERS workers)"
   psql "$PG/postgres" -qtAX -c "DROP DATABASE IF EXISTS codex32_bench" -c "CREATE DATABASE codex32_bench" >/dev/null
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.out" 2>&1 &
@@ -147,12 +162,15 @@ run_distributed() {
   "$BIN" migrate >/dev/null
   start api api
   start scheduler scheduler
-  for i in $(seq 1 "$WORKERS"); do start "worker-$i" worker --executor noop --worker-id "bench-$i"; done
   URL=$(api_url api); KEY=$(api_key "$URL")
-  await_workers "$URL" "$KEY" "$WORKERS"
-  standard_set dist
+  if wanted $STANDARD_RUNS; then
+    for i in $(seq 1 "$WORKERS"); do start "worker-$i" worker --executor noop --worker-id "bench-$i"; done
+    await_workers "$URL" "$KEY" "$WORKERS"
+    standard_set dist
+    for pid in "${PIDS[@]: -$WORKERS}"; do kill -TERM "$pid"; wait "$pid" || true; done
+  fi
+  if ! wanted sandboxed-true; then stop_all; unset CODEX32_DATABASE_URL CODEX32_REDIS_URL; return 0; fi
   say "distributed: real executor (a sandboxed \`true\` bot)"
-  for pid in "${PIDS[@]: -$WORKERS}"; do kill -TERM "$pid"; wait "$pid" || true; done
   for i in $(seq 1 "$WORKERS"); do
     CODEX32_CONCURRENCY=$REAL_CONCURRENCY start "worker-real-$i" worker --sandbox auto --worker-id "bench-real-$i"
   done

@@ -59,13 +59,6 @@ impl Type<Postgres> for Timestamp {
     }
 }
 
-/// Batch statements bind whole columns of timestamps as one array.
-impl sqlx::postgres::PgHasArrayType for Timestamp {
-    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
-        <DateTime<Utc> as sqlx::postgres::PgHasArrayType>::array_type_info()
-    }
-}
-
 impl Encode<'_, Postgres> for Timestamp {
     fn encode_by_ref(
         &self,

@@ -63,21 +63,26 @@ async fn subscribed(publisher: &RedisBus, receivers: &mut [&mut Receiver<Event>]
     }
 }
 
+/// A bus that hears everything and one that hears control events, with a receiver of each,
+/// both subscribed.
+async fn hearers(url: &str) -> (RedisBus, RedisBus, Receiver<Event>, Receiver<Event>) {
+    let everything = RedisBus::connect(url, "t", Hearing::Everything)
+        .await
+        .unwrap();
+    let control = RedisBus::connect(url, "t", Hearing::Control).await.unwrap();
+    let (mut all, mut ctl) = (everything.subscribe(), control.subscribe());
+    subscribed(&control, &mut [&mut ctl, &mut all]).await;
+    (everything, control, all, ctl)
+}
+
 #[tokio::test]
 async fn a_control_hearer_gets_control_events_only_and_an_everything_hearer_gets_all() {
     let redis = TestRedis::start();
-    let everything = RedisBus::connect(&redis.url, "t", Hearing::Everything)
-        .await
-        .unwrap();
-    let control = RedisBus::connect(&redis.url, "t", Hearing::Control)
-        .await
-        .unwrap();
-    let (mut all, mut ctl) = (everything.subscribe(), control.subscribe());
+    let (everything, control, mut all, mut ctl) = hearers(&redis.url).await;
     let update = update(ExecStatus::Running);
     let cancel = Event::CancelRequested {
         execution_id: Uuid::now_v7(),
     };
-    subscribed(&control, &mut [&mut ctl, &mut all]).await;
     // A state change, then a control event, published from either side.
     control.publish(&update).await.unwrap();
     everything.publish(&cancel).await.unwrap();
@@ -95,14 +100,7 @@ async fn a_control_hearer_gets_control_events_only_and_an_everything_hearer_gets
 #[tokio::test]
 async fn events_published_together_arrive_in_order() {
     let redis = TestRedis::start();
-    let everything = RedisBus::connect(&redis.url, "t", Hearing::Everything)
-        .await
-        .unwrap();
-    let control = RedisBus::connect(&redis.url, "t", Hearing::Control)
-        .await
-        .unwrap();
-    let (mut all, mut ctl) = (everything.subscribe(), control.subscribe());
-    subscribed(&control, &mut [&mut ctl, &mut all]).await;
+    let (_everything, control, mut all, mut ctl) = hearers(&redis.url).await;
     let cancel = Event::CancelRequested {
         execution_id: Uuid::now_v7(),
     };

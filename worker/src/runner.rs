@@ -99,12 +99,12 @@ pub(crate) struct Ctx {
     pub secrets_cache: Arc<SecretsCache>,
 }
 
-/// How many claims, timeline entries or results one transaction takes at most.
+/// How many items one batch of [`Writes`] takes at most.
 const BATCH: usize = 256;
 
-/// Claims, timeline entries and results of all slots, each kind written in batches (and
-/// secrets read in batches): under load one transaction carries many executions' writes
-/// instead of one each.
+/// Claims, timeline entries and results of all slots, each kind written in batches — as are
+/// secret reads, queue acks and bus events: under load one statement (or one round trip)
+/// carries many executions' writes instead of one each.
 struct Writes {
     claims: Batcher<Uuid, Option<Execution>>,
     events: Batcher<NewEvent, ()>,
@@ -115,7 +115,7 @@ struct Writes {
     acks: Batcher<Lease, bool>,
     /// Bus events: one round trip for the events of the executions starting or ending
     /// together, in the order they were handed over.
-    events_out: Batcher<Event, ()>,
+    published: Batcher<Event, ()>,
 }
 
 impl Writes {
@@ -164,7 +164,7 @@ impl Writes {
             async move { queue.ack_many(&leases).await.map_err(|e| e.to_string()) }
         });
         let bus = backends.bus.clone();
-        let events_out = Batcher::start(BATCH, move |events: Vec<Event>| {
+        let published = Batcher::start(BATCH, move |events: Vec<Event>| {
             let bus = bus.clone();
             async move {
                 bus.publish_many(&events).await.map_err(|e| e.to_string())?;
@@ -177,7 +177,7 @@ impl Writes {
             results,
             secrets,
             acks,
-            events_out,
+            published,
         }
     }
 }
@@ -339,7 +339,7 @@ impl Ctx {
     /// Publishes with the events of other slots. Waits until it is out, so an execution's
     /// events leave in the order they happened.
     pub(crate) async fn publish(&self, event: Event) {
-        if let Err(e) = self.writes.events_out.submit(event).await {
+        if let Err(e) = self.writes.published.submit(event).await {
             tracing::debug!(error = %e, "Event not published.");
         }
     }

@@ -162,7 +162,8 @@ pub enum BusError {
 pub trait Bus: Send + Sync {
     async fn publish(&self, event: &Event) -> Result<(), BusError>;
     /// Publishes events in order — on a distributed bus in one round trip, which is why the
-    /// callers that make many at once (a batch of submissions, a worker's slots) use it.
+    /// callers that make many at once (a batch of submissions, a worker's slots) use it. On an
+    /// error, events after the failing one may not have been published.
     async fn publish_many(&self, events: &[Event]) -> Result<(), BusError> {
         for event in events {
             self.publish(event).await?;

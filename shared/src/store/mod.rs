@@ -210,7 +210,8 @@ pub trait ExecutionStore: Send + Sync {
 /// Timelines, cron bookkeeping and the scheduler's leader lease.
 #[async_trait]
 pub trait ScheduleStore: Send + Sync {
-    /// Appends events to executions' timelines.
+    /// Appends events to executions' timelines. Callers name executions they have read or
+    /// written: PostgreSQL does not check that each exists (SQLite does).
     async fn record_events(&self, events: &[NewEvent]) -> Result<(), StoreError>;
     /// An execution's timeline, oldest first.
     async fn timeline(&self, execution_id: Uuid) -> Result<Vec<TimelineEvent>, StoreError>;

@@ -15,7 +15,50 @@ store_cases!(
     the_reaper_finishes_only_executions_whose_lease_expired,
     queued_executions_are_paged_in_id_order,
     batched_claims_and_results_answer_each_in_order,
+    claims_and_results_of_more_than_a_statements_rows_are_all_written,
 );
+
+/// Batches larger than one multi-row statement takes (SQLite: 500 rows) are written whole, with
+/// every timeline entry — and a refused id in a later chunk is refused there.
+async fn claims_and_results_of_more_than_a_statements_rows_are_all_written(
+    s: &dyn Store,
+) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "many").await?;
+    let news: Vec<NewExecution> = (0..1_100).map(|_| new_execution(&b)).collect();
+    let made: Vec<Execution> = s
+        .create_executions(&news, ada.id, at(0))
+        .await?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    let mut asked: Vec<Uuid> = made.iter().map(|e| e.id).collect();
+    asked.insert(1_050, Uuid::now_v7());
+    let claimed = s.claim_executions(&asked, "w", at(1), at(30_000)).await?;
+    assert_eq!(claimed.len(), asked.len());
+    assert!(claimed[1_050].is_none(), "an unknown id is refused");
+    let running: Vec<&Execution> = claimed.iter().flatten().collect();
+    assert_eq!(running.len(), 1_100);
+    assert!(running.iter().zip(&made).all(|(c, m)| c.id == m.id));
+
+    let results: Vec<Finish> = made
+        .iter()
+        .map(|e| finish(e, 1, Some("w"), ExecStatus::Succeeded))
+        .collect();
+    let done = s.finish_executions(&results).await?;
+    assert_eq!(done, vec![true; 1_100]);
+    for e in [&made[0], &made[700], &made[1_099]] {
+        assert_eq!(get(s, e.id).await?.status, ExecStatus::Succeeded);
+        let kinds: Vec<String> = s
+            .timeline(e.id)
+            .await?
+            .into_iter()
+            .map(|t| t.kind)
+            .collect();
+        assert_eq!(kinds, ["queued", "leased", "finished"]);
+    }
+    Ok(())
+}
 
 async fn batched_claims_and_results_answer_each_in_order(s: &dyn Store) -> TestResult {
     let ada = user(s, "ada@example.com").await?;

@@ -30,8 +30,6 @@ macro_rules! fence {
     };
 }
 
-mod batch;
-
 const FINISH_FINAL: &str = concat!(
     "UPDATE executions SET status = $5, output = $6, error = $7, exit_code = $8, finished_at = $4,
          duration_ms = $9, lease_expires_at = NULL, usage = $11, sandboxed = $12 WHERE ",
@@ -83,6 +81,60 @@ const CLAIM: &str = concat!(
     columns!()
 );
 
+/// The claim of executions under no concurrency limit (neither their bot's nor their pool's),
+/// in the order its pieces and binds are pushed (worker, now, lease end, now, ids): one
+/// statement for a whole batch of ids, nothing to count and nothing to lock — the common case
+/// takes one round trip for many executions.
+const CLAIM_UNLIMITED: [&str; 5] = [
+    "UPDATE executions SET status = 'running', worker_id = ",
+    ", started_at = ",
+    ", lease_expires_at = ",
+    " WHERE status || '' = 'queued' AND max_concurrency IS NULL
+       AND NOT EXISTS (SELECT 1 FROM pools p WHERE p.name = executions.pool AND p.max_concurrency IS NOT NULL)
+       AND (run_at IS NULL OR run_at <= ",
+    ") AND id IN (",
+];
+
+/// Final results of many executions in one statement: `VALUES` rows follow, in the order of
+/// the columns of `v` (the last two: the timeline entry's kind and message), then the
+/// database's tail; each row is fenced like [`FINISH_FINAL`].
+const FINISH_MANY: &str = "WITH v (id, attempt, worker_id, at, status, output, error, exit_code, duration_ms, usage, sandboxed, kind, message) AS (";
+
+/// The update of [`FINISH_MANY`] (written as a CTE on PostgreSQL, the statement on SQLite).
+macro_rules! finish_many_update {
+    () => {
+        "UPDATE executions SET status = v.status, output = v.output, error = v.error, exit_code = v.exit_code,
+         finished_at = v.at, duration_ms = v.duration_ms, lease_expires_at = NULL, usage = v.usage,
+         sandboxed = v.sandboxed
+    FROM v
+    WHERE executions.id = v.id AND executions.attempt = v.attempt AND executions.status = 'running'
+      AND ((v.worker_id IS NOT NULL AND executions.worker_id = v.worker_id)
+           OR (v.worker_id IS NULL AND executions.lease_expires_at < v.at))
+    RETURNING executions.id"
+    };
+}
+
+/// PostgreSQL: the results and the timeline entries of those written, in one statement — no
+/// transaction, one round trip and one commit for the whole batch. Returns the ids written.
+const PG_FINISH_MANY_TAIL: &str = concat!(
+    "), u AS (",
+    finish_many_update!(),
+    ") INSERT INTO execution_events (execution_id, at, kind, message)
+     SELECT v.id, v.at, v.kind, v.message FROM v JOIN u ON u.id = v.id
+     RETURNING execution_id"
+);
+
+/// SQLite (no data-modifying CTEs): the results only; their entries follow in the same
+/// transaction.
+const SQLITE_FINISH_MANY_TAIL: &str = concat!(") ", finish_many_update!());
+
+/// PostgreSQL: the `leased` timeline entries of the claims in CTE `c`, written by the claim's
+/// own statement (the text of [`NewEvent::leased`]).
+const PG_LEASED_ENTRIES: &str = "INSERT INTO execution_events (execution_id, at, kind, message)
+     SELECT id, started_at, 'leased',
+            'leased by worker ' || worker_id || ' (attempt ' || attempt || ' of ' || max_attempts || ')'
+     FROM c";
+
 /// PostgreSQL counts running executions per statement snapshot: claims under a concurrency
 /// limit first lock the limit's row (the bot's, the pool's), so they count one after another.
 /// (SQLite runs one writer at a time: no lock needed.)
@@ -91,11 +143,92 @@ const PG_LIMIT_LOCKS: &[&str] = &[
     "SELECT 1 FROM pools WHERE name = (SELECT pool FROM executions WHERE id = $1) AND max_concurrency IS NOT NULL FOR UPDATE",
 ];
 
+/// Rows per multi-row statement of a batch: at most 20 parameters each, well under either
+/// database's limit on parameters per statement.
+const BATCH_ROWS: usize = 500;
+
 /// Whether every finish names a different execution: a batch statement can only write each
 /// row once, so a batch naming one twice is written one by one instead.
 fn distinct_ids(finishes: &[&Finish]) -> bool {
     let ids: HashSet<Uuid> = finishes.iter().map(|f| f.id).collect();
     ids.len() == finishes.len()
+}
+
+/// The columns a new execution's row is written with, in the order [`insert_rows!`] binds them.
+macro_rules! insert_columns {
+    () => {
+        "id, bot_id, bot_version, owner_id, pool, status, attempt, max_attempts, priority, input,
+    idempotency_key, cancel_requested, run_at, queued_at, created_by, scheduled_for, replay_of,
+    max_concurrency"
+    };
+}
+
+/// SQLite: the rows only; their first timeline entries follow in the same transaction.
+const SQLITE_INSERT_MANY: [&str; 2] = [
+    concat!("INSERT INTO executions (", insert_columns!(), ") "),
+    concat!(
+        " ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ",
+        columns!()
+    ),
+];
+
+/// PostgreSQL: `VALUES` rows of the new executions with their first timeline entry's kind and
+/// message, then the rows created and the entries of those (an idempotency key already taken
+/// creates neither), in one statement.
+const PG_INSERT_MANY: [&str; 2] = [
+    concat!("WITH v (", insert_columns!(), ", kind, message) AS ("),
+    concat!(
+        "), c AS (INSERT INTO executions (",
+        insert_columns!(),
+        ") SELECT ",
+        insert_columns!(),
+        " FROM v ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ",
+        columns!(),
+        "), e AS (INSERT INTO execution_events (execution_id, at, kind, message)
+         SELECT v.id, v.queued_at, v.kind, v.message FROM v JOIN c ON c.id = v.id)
+     SELECT ",
+        columns!(),
+        " FROM c"
+    ),
+];
+
+/// Inserts the new executions of `$chunk` with one statement (PostgreSQL, `$ctes`: with their
+/// first timeline entries); evaluates to the executions created.
+macro_rules! insert_rows {
+    ($db:ty, $conn:expr, $chunk:expr, $owner_id:expr, $at:expr, $ctes:expr) => {{
+        let [head, tail] = if $ctes {
+            PG_INSERT_MANY
+        } else {
+            SQLITE_INSERT_MANY
+        };
+        let mut q = sqlx::QueryBuilder::<$db>::new(head);
+        q.push_values($chunk, |mut row, new| {
+            row.push_bind(new.id)
+                .push_bind(new.bot_id)
+                .push_bind(new.bot_version)
+                .push_bind($owner_id)
+                .push_bind(&new.pool)
+                .push_bind(ExecStatus::Queued)
+                .push_bind(1_i32)
+                .push_bind(new.max_attempts)
+                .push_bind(new.priority)
+                .push_bind(sqlx::types::Json(&new.input))
+                .push_bind(&new.idempotency_key)
+                .push_bind(false)
+                .push_bind(new.run_at)
+                .push_bind($at)
+                .push_bind(new.created_by)
+                .push_bind(new.scheduled_for)
+                .push_bind(new.replay_of)
+                .push_bind(new.max_concurrency);
+            if $ctes {
+                let entry = NewEvent::created(new, $at);
+                row.push_bind(entry.kind).push_bind(entry.message);
+            }
+        });
+        q.push(tail);
+        q.build_query_as::<Execution>().fetch_all($conn).await?
+    }};
 }
 
 /// The executions holding the idempotency keys that `news` asked for and `created` does not
@@ -165,12 +298,38 @@ fn in_request_order(
     Ok(out)
 }
 
-/// `$batch` is the database's module of batch statements; `$ctes` says whether the database
-/// has data-modifying CTEs (PostgreSQL), so that those statements write their own timeline
-/// entries — and need no transaction; without them (SQLite) the entries follow in the same
-/// transaction.
+/// Writes final results of `$chunk` with one [`FINISH_MANY`] statement ending in `$tail`;
+/// evaluates to the ids written.
+macro_rules! finish_rows {
+    ($db:ty, $conn:expr, $chunk:expr, $tail:expr) => {{
+        let mut q = sqlx::QueryBuilder::<$db>::new(FINISH_MANY);
+        q.push_values($chunk, |mut row, f| {
+            let entry = NewEvent::finished(f);
+            row.push_bind(f.id)
+                .push_bind(f.attempt)
+                .push_bind(&f.worker_id)
+                .push_bind(f.at)
+                .push_bind(f.status)
+                .push_bind(f.output.as_ref().map(sqlx::types::Json))
+                .push_bind(&f.error)
+                .push_bind(f.exit_code)
+                .push_bind(f.duration_ms)
+                .push_bind(f.usage.as_ref().map(sqlx::types::Json))
+                .push_bind(f.sandboxed)
+                .push_bind(entry.kind)
+                .push_bind(entry.message);
+        });
+        q.push($tail);
+        let ids: Vec<(Uuid,)> = q.build_query_as().fetch_all($conn).await?;
+        ids.into_iter().map(|(id,)| id)
+    }};
+}
+
+/// `$ctes` says whether the database has data-modifying CTEs (PostgreSQL), so that a claim or
+/// finish statement writes its own timeline entries; without them (SQLite) the entries follow
+/// in the same transaction.
 macro_rules! execution_store {
-    ($store:ty, $db:ty, $batch:ident, $limit_locks:expr, $ctes:expr) => {
+    ($store:ty, $db:ty, $limit_locks:expr, $ctes:expr) => {
         impl $store {
             /// A claim under concurrency limits: the limits' locks, then the claim, in one
             /// transaction, so two workers cannot both take the last slot.
@@ -200,22 +359,26 @@ macro_rules! execution_store {
                 if news.is_empty() {
                     return Ok(Vec::new());
                 }
-                if $ctes {
+                if $ctes && news.len() <= BATCH_ROWS {
                     // One statement writes the rows and their entries: no transaction needed.
-                    let mut conn = self.pool.acquire().await?;
-                    let created = batch::$batch::insert(&mut conn, news, owner_id, at).await?;
-                    let holders = key_holders!(&mut *conn, news, &created);
+                    let created = insert_rows!($db, &self.pool, news, owner_id, at, $ctes);
+                    let holders = key_holders!(&self.pool, news, &created);
                     return in_request_order(news, created, holders);
                 }
                 let mut tx = self.pool.begin().await?;
-                let created = batch::$batch::insert(&mut tx, news, owner_id, at).await?;
-                let made: HashSet<Uuid> = created.iter().map(|e| e.id).collect();
-                let entries: Vec<NewEvent> = news
-                    .iter()
-                    .filter(|n| made.contains(&n.id))
-                    .map(|n| NewEvent::created(n, at))
-                    .collect();
-                insert_events!($db, &mut *tx, &entries);
+                let mut created: Vec<Execution> = Vec::with_capacity(news.len());
+                for chunk in news.chunks(BATCH_ROWS) {
+                    created.extend(insert_rows!($db, &mut *tx, chunk, owner_id, at, $ctes));
+                }
+                if !$ctes {
+                    let made: HashSet<Uuid> = created.iter().map(|e| e.id).collect();
+                    let entries: Vec<NewEvent> = news
+                        .iter()
+                        .filter(|n| made.contains(&n.id))
+                        .map(|n| NewEvent::created(n, at))
+                        .collect();
+                    insert_events!($db, &mut *tx, &entries);
+                }
                 let holders = key_holders!(&mut *tx, news, &created);
                 let out = in_request_order(news, created, holders)?;
                 tx.commit().await?;
@@ -261,19 +424,31 @@ macro_rules! execution_store {
             }
 
             async fn claim_executions(&self, ids: &[Uuid], worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Option<Execution>>, StoreError> {
-                let rows = if $ctes {
-                    // The claims and their timeline entries in one statement.
-                    let mut conn = self.pool.acquire().await?;
-                    batch::$batch::claim(&mut conn, ids, worker_id, now, lease_until).await?
-                } else {
-                    let mut tx = self.pool.begin().await?;
-                    let rows = batch::$batch::claim(&mut tx, ids, worker_id, now, lease_until).await?;
-                    let entries: Vec<NewEvent> = rows.iter().map(NewEvent::leased).collect();
-                    insert_events!($db, &mut *tx, &entries);
-                    tx.commit().await?;
-                    rows
-                };
-                let mut unlimited: HashMap<Uuid, Execution> = rows.into_iter().map(|e| (e.id, e)).collect();
+                let mut unlimited: HashMap<Uuid, Execution> = HashMap::with_capacity(ids.len());
+                for chunk in ids.chunks(BATCH_ROWS) {
+                    let [update, started, lease, due, ids_in] = CLAIM_UNLIMITED;
+                    let mut q = sqlx::QueryBuilder::<$db>::new(if $ctes { "WITH c AS (" } else { "" });
+                    q.push(update).push_bind(worker_id).push(started).push_bind(now).push(lease).push_bind(lease_until);
+                    q.push(due).push_bind(now).push(ids_in);
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(concat!(") RETURNING ", columns!()));
+                    let rows: Vec<Execution> = if $ctes {
+                        // The claims and their timeline entries in one statement.
+                        q.push("), e AS (").push(PG_LEASED_ENTRIES).push(concat!(") SELECT ", columns!(), " FROM c"));
+                        q.build_query_as().fetch_all(&self.pool).await?
+                    } else {
+                        let mut tx = self.pool.begin().await?;
+                        let rows: Vec<Execution> = q.build_query_as().fetch_all(&mut *tx).await?;
+                        let entries: Vec<NewEvent> = rows.iter().map(NewEvent::leased).collect();
+                        insert_events!($db, &mut *tx, &entries);
+                        tx.commit().await?;
+                        rows
+                    };
+                    unlimited.extend(rows.into_iter().map(|e| (e.id, e)));
+                }
                 // An id named twice is claimed once: the first asking gets it.
                 let mut claimed: Vec<Option<Execution>> = ids.iter().map(|id| unlimited.remove(id)).collect();
                 // Those under a limit (or not claimable at all) take the locked path, one by one.
@@ -304,16 +479,20 @@ macro_rules! execution_store {
                 let finals: Vec<&Finish> = finishes.iter().filter(|f| f.status != ExecStatus::Queued).collect();
                 let batched = !finals.is_empty() && distinct_ids(&finals);
                 let retries = finals.len() < finishes.len();
+                let tail = if $ctes { PG_FINISH_MANY_TAIL } else { SQLITE_FINISH_MANY_TAIL };
                 let mut written_together = HashSet::new();
                 if batched && $ctes && !retries {
                     // Final results only: one statement writes them and their entries.
-                    let mut conn = self.pool.acquire().await?;
-                    written_together.extend(batch::$batch::finish(&mut conn, &finals).await?);
+                    for chunk in finals.chunks(BATCH_ROWS) {
+                        written_together.extend(finish_rows!($db, &self.pool, chunk, tail));
+                    }
                     return Ok(finishes.iter().map(|f| written_together.contains(&f.id)).collect());
                 }
                 let mut tx = self.pool.begin().await?;
                 if batched {
-                    written_together.extend(batch::$batch::finish(&mut tx, &finals).await?);
+                    for chunk in finals.chunks(BATCH_ROWS) {
+                        written_together.extend(finish_rows!($db, &mut *tx, chunk, tail));
+                    }
                 }
                 let mut done = Vec::with_capacity(finishes.len());
                 // Entries of results written above by a statement that did not record them.
@@ -374,5 +553,5 @@ macro_rules! execution_store {
     };
 }
 
-execution_store!(PgStore, sqlx::Postgres, pg, PG_LIMIT_LOCKS, true);
-execution_store!(SqliteStore, sqlx::Sqlite, sqlite, &[] as &[&str], false);
+execution_store!(PgStore, sqlx::Postgres, PG_LIMIT_LOCKS, true);
+execution_store!(SqliteStore, sqlx::Sqlite, &[] as &[&str], false);
