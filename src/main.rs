@@ -65,6 +65,12 @@ enum Command {
         config: Config,
         #[command(flatten)]
         worker: WorkerConfig,
+        /// Threads of the worker's async runtime. Bots run in processes of their own, so the
+        /// worker only moves executions, results and output; one thread does that with fewer
+        /// cross-thread wake-ups than several (×1.2 executions/s in loadtest/README.md). Scale
+        /// with more workers or slots; raise this only if one worker's CPU stays at 100 %.
+        #[arg(long, env = "CODEX32_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: u16,
     },
     /// Applies the PostgreSQL schema migrations (SQLite migrates itself at start).
     Migrate {
@@ -102,7 +108,11 @@ fn main() -> anyhow::Result<()> {
         | Command::RotateSecretsKey { .. }
         | Command::Loadtest(_) => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Worker { threads, .. } = &command {
+        runtime.worker_threads(usize::from(*threads));
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -183,7 +193,7 @@ async fn run(command: Command, executor: Option<Arc<dyn Executor>>) -> anyhow::R
             let backends = connect_distributed(&config, "scheduler", Hearing::Control).await?;
             codex32_scheduler::run(backends, &config, &scheduler, shutdown_on_signal()).await
         }
-        Command::Worker { config, worker } => {
+        Command::Worker { config, worker, .. } => {
             let backends = connect_distributed(&config, "worker", Hearing::Control).await?;
             codex32_worker::run(backends, &config, &worker, executor, shutdown_on_signal()).await
         }

@@ -192,6 +192,21 @@ async fn flushing_redis_while_1000_executions_are_queued_loses_none_of_them() {
 }
 
 #[tokio::test]
+async fn a_worker_refuses_a_runtime_of_no_threads_and_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = common::base_env(dir.path());
+    env.push(("CODEX32_WORKER_THREADS".into(), "0".into()));
+    let (proc, _) = common::start("worker", &["worker"], &env, dir.path());
+    let status = proc.terminate_wait().await;
+    assert!(!status.success());
+    let log = common::read_log(dir.path(), "worker");
+    assert!(
+        log.contains("--threads") && log.contains("1..=256"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn api_and_workers_refuse_to_start_without_redis_and_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let env = common::base_env(dir.path());

@@ -66,10 +66,15 @@ async fn a_rolling_restart_of_every_worker_during_2000_executions_runs_each_exac
             }
         }
     });
-    // Replace each worker in turn, gracefully (SIGTERM), while executions stream in.
+    // Replace each worker in turn, gracefully (SIGTERM), while executions stream in; the
+    // replacements run on runtimes of 1 (the default), 2 and 3 threads.
     for victim in 0..3 {
         common::await_succeeded(&db, 300 * (victim as i64 + 1) + 1, LONG).await;
-        let fresh = cluster.replacement_worker(&[("CODEX32_CONCURRENCY", "6")]);
+        let threads = (victim + 1).to_string();
+        let fresh = cluster.replacement_worker(&[
+            ("CODEX32_CONCURRENCY", "6"),
+            ("CODEX32_WORKER_THREADS", &threads),
+        ]);
         let old = std::mem::replace(&mut cluster.workers[victim], fresh);
         old.signal(Signal::SIGTERM);
         assert!(
