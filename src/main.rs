@@ -67,7 +67,7 @@ enum Command {
         worker: WorkerConfig,
         /// Threads of the worker's async runtime. Bots run in processes of their own, so the
         /// worker only moves executions, results and output; one thread does that with fewer
-        /// cross-thread wake-ups than several (×1.2 executions/s in loadtest/README.md). Scale
+        /// cross-thread wake-ups than several (×1.29 executions/s in loadtest/README.md). Scale
         /// with more workers or slots; raise this only if one worker's CPU stays at 100 %.
         #[arg(long, env = "CODEX32_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
         threads: u16,

@@ -182,7 +182,7 @@ const PG_INSERT_MANY: [&str; 2] = [
         insert_columns!(),
         ") SELECT ",
         insert_columns!(),
-        " FROM v ON CONFLICT (bot_id, idempotency_key) DO NOTHING RETURNING ",
+        " FROM v ON CONFLICT (bot_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
         columns!(),
         "), e AS (INSERT INTO execution_events (execution_id, at, kind, message)
          SELECT v.id, v.queued_at, v.kind, v.message FROM v JOIN c ON c.id = v.id)
@@ -395,16 +395,16 @@ macro_rules! execution_store {
                 if let Some(bot_id) = filter.bot_id {
                     q.push(" AND bot_id = ").push_bind(bot_id);
                 }
+                // Statuses as literals (of a closed set, nothing a user typed): PostgreSQL's
+                // status indexes are partial (migration 0014), and a plan made for any value
+                // of a parameter — as prepared statements get after a few runs — cannot use
+                // them.
                 if let Some(status) = filter.status {
-                    q.push(" AND status = ").push_bind(status);
+                    q.push(format!(" AND status = '{status}'"));
                 }
                 if !filter.any_status.is_empty() {
-                    q.push(" AND status IN (");
-                    let mut list = q.separated(", ");
-                    for status in &filter.any_status {
-                        list.push_bind(*status);
-                    }
-                    q.push(")");
+                    let any: Vec<String> = filter.any_status.iter().map(|s| format!("'{s}'")).collect();
+                    q.push(format!(" AND status IN ({})", any.join(", ")));
                 }
                 if let Some(owner) = filter.owner_id {
                     q.push(" AND owner_id = ").push_bind(owner);
