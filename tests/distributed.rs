@@ -191,15 +191,21 @@ async fn flushing_redis_while_1000_executions_are_queued_loses_none_of_them() {
     println!("1000 executions survived FLUSHALL; {reruns} needed more than one attempt");
 }
 
-#[tokio::test]
-async fn a_worker_refuses_a_runtime_of_no_threads_and_names_the_setting() {
+/// Starts a worker with `extra` settings (and no Redis), asserts that it exits with a failure,
+/// and returns what it logged.
+async fn refused_worker(extra: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut env = common::base_env(dir.path());
-    env.push(("CODEX32_WORKER_THREADS".into(), "0".into()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let (proc, _) = common::start("worker", &["worker"], &env, dir.path());
     let status = proc.terminate_wait().await;
     assert!(!status.success());
-    let log = common::read_log(dir.path(), "worker");
+    common::read_log(dir.path(), "worker")
+}
+
+#[tokio::test]
+async fn a_worker_refuses_a_runtime_of_no_threads_and_names_the_setting() {
+    let log = refused_worker(&[("CODEX32_WORKER_THREADS", "0")]).await;
     assert!(
         log.contains("--threads") && log.contains("1..=256"),
         "{log}"
@@ -208,12 +214,7 @@ async fn a_worker_refuses_a_runtime_of_no_threads_and_names_the_setting() {
 
 #[tokio::test]
 async fn api_and_workers_refuse_to_start_without_redis_and_say_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = common::base_env(dir.path());
-    let (proc, _) = common::start("worker", &["worker"], &env, dir.path());
-    let status = proc.terminate_wait().await;
-    assert!(!status.success());
-    let log = common::read_log(dir.path(), "worker");
+    let log = refused_worker(&[]).await;
     assert!(
         log.contains("CODEX32_REDIS_URL") && log.contains("codex32 dev"),
         "{log}"
