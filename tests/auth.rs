@@ -402,6 +402,57 @@ async fn api_processes_share_one_budget_through_redis() {
     drop(second);
 }
 
+/// Counts every update of an API key row in the test's schema, by key.
+const COUNT_KEY_WRITES: &str = "
+    CREATE TABLE key_writes (key_id uuid NOT NULL);
+    CREATE FUNCTION count_key_write() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT
+        AS $$ BEGIN INSERT INTO key_writes VALUES (NEW.id); RETURN NEW; END $$;
+    CREATE TRIGGER count_key_write AFTER UPDATE ON api_keys
+        FOR EACH ROW EXECUTE FUNCTION count_key_write();";
+
+#[tokio::test]
+async fn a_busy_api_key_records_its_use_in_one_write_not_one_per_request() {
+    let cluster = common::Cluster::start(0, &[("CODEX32_RATE_LIMIT_PER_MIN", "0")]).await;
+    let db = cluster.db().await;
+    sqlx::raw_sql(COUNT_KEY_WRITES)
+        .execute(&db)
+        .await
+        .expect("install the counting trigger");
+    let key = cluster.client.api_key("user").await;
+    let caller = acting(&cluster.client, &key);
+    // A fresh key seen by 200 requests at once: every one of them reads "never used".
+    let calls = (0..200).map(|_| caller.call(reqwest::Method::GET, "/bots", None));
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
+
+    let used = |keys: &Value| {
+        keys.as_array().expect("a list").iter().any(|k| {
+            k["last_used_at"].is_string() && key.starts_with(k["prefix"].as_str().unwrap())
+        })
+    };
+    let mut keys = cluster.client.get("/api-keys").await;
+    for _ in 0..100 {
+        if used(&keys) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        keys = cluster.client.get("/api-keys").await;
+    }
+    assert!(used(&keys), "the use is recorded: {keys}");
+    // Writes started by the requests have had time to land.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let writes: Vec<i64> = sqlx::query_scalar("SELECT count(*) FROM key_writes GROUP BY key_id")
+        .fetch_all(&db)
+        .await
+        .expect("count");
+    assert_eq!(
+        writes,
+        vec![1],
+        "one write for the key, not one per request"
+    );
+}
+
 #[tokio::test]
 async fn the_audit_log_shows_what_a_change_changed() {
     let dev = Dev::start(&[]).await;

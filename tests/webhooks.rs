@@ -89,7 +89,16 @@ async fn a_webhook_queues_an_execution_with_its_body_as_input() {
     // A wrong token or an unknown hook says nothing more than 404; revoked hooks stop at once.
     let wrong = format!("{}x", url.trim_end_matches(|c: char| c.is_ascii_hexdigit()));
     assert_eq!(deliver(c, &wrong, "{}", &[]).await.0, 404);
-    let listed = c.get(&format!("/bots/{bot}/webhooks")).await;
+    // The use is recorded off the delivery's path: wait for it.
+    let mut listed = c.get(&format!("/bots/{bot}/webhooks")).await;
+    for _ in 0..100 {
+        if listed[0]["last_used_at"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        listed = c.get(&format!("/bots/{bot}/webhooks")).await;
+    }
+    assert!(listed[0]["last_used_at"].is_string(), "{listed}");
     assert!(
         listed[0].get("token").is_none() && listed[0].get("token_hash").is_none(),
         "{listed}"

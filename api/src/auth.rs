@@ -285,10 +285,7 @@ async fn caller_from_key(state: &AppState, key: &str) -> Result<Caller, ApiError
         return Err(ApiError::unauthorized("this API key has expired"));
     }
     // Record use at most once a minute per key, off the request's path.
-    if key
-        .last_used_at
-        .is_none_or(|at| now.millis() - at.millis() > 60_000)
-    {
+    if state.last_use.due(key.id, key.last_used_at, now) {
         let store = state.backends.store.clone();
         tokio::spawn(async move {
             let _ = store.touch_api_key(key.id, now).await;

@@ -7,6 +7,7 @@ pub mod auth;
 mod caches;
 pub mod error;
 mod extract;
+mod last_use;
 mod limits;
 pub mod mailer;
 pub mod oauth;
@@ -60,6 +61,7 @@ pub fn state(backends: Backends, common: &Config, config: &ApiConfig) -> anyhow:
         submitter: codex32_shared::submit::Submitter::start(backends.clone()),
         api_keys: caches::key_cache(backends.bus.clone(), caches::TTL),
         bots: caches::bot_cache(backends.bus.clone(), caches::TTL),
+        last_use: Arc::default(),
         backends,
         tokens: Arc::new(TokenKeys::new(
             secret.expose().as_bytes(),

@@ -16,6 +16,8 @@ pub struct AppState {
     pub submitter: codex32_shared::submit::Submitter,
     /// API keys recently presented, so each request does not read its key from the store.
     pub api_keys: Arc<crate::caches::KeyCache>,
+    /// API key and webhook uses this process has written, so each is written once a minute.
+    pub last_use: Arc<crate::last_use::LastUse>,
     /// Bots recently run, so each execution created does not read its bot from the store.
     pub bots: Arc<crate::caches::BotCache>,
     pub tokens: Arc<TokenKeys>,

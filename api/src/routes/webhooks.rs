@@ -212,7 +212,13 @@ async fn trigger(
     let mut new = NewExecution::of(&bot, input_of(&body), why);
     new.idempotency_key = delivery_id(&headers)?;
     let (exec, _) = submit(&state.backends, &new, bot.owner_id).await?;
-    let _ = store.touch_webhook(hook.id, Timestamp::now()).await;
+    let now = Timestamp::now();
+    if state.last_use.due(hook.id, hook.last_used_at, now) {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let _ = store.touch_webhook(hook.id, now).await;
+        });
+    }
     Ok((StatusCode::ACCEPTED, axum::Json(exec)))
 }
 
