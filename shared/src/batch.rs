@@ -6,6 +6,8 @@
 
 use std::future::Future;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
 type Reply<R> = oneshot::Sender<Result<R, String>>;
@@ -31,8 +33,19 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, String>> + Send + 'static,
     {
+        Self::start_overlapping(max, 1, write)
+    }
+
+    /// [`Batcher::start`] with up to `writes` batches in flight at once: an item arriving
+    /// while a write is in flight starts the next batch at once instead of waiting for it.
+    /// For callers waiting on a round trip each (API requests), whose latency is the wait.
+    pub fn start_overlapping<F, Fut>(max: usize, writes: usize, write: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<R>, String>> + Send + 'static,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(rx, max.max(1), write));
+        tokio::spawn(write_loop(rx, max.max(1), writes.max(1), write));
         Self { tx }
     }
 
@@ -78,32 +91,50 @@ const GATHER_ROUNDS: usize = 4;
 async fn write_loop<T, R, F, Fut>(
     mut rx: mpsc::UnboundedReceiver<(T, Reply<R>)>,
     max: usize,
+    writes: usize,
     write: F,
 ) where
     F: Fn(Vec<T>) -> Fut,
     Fut: Future<Output = Result<Vec<R>, String>>,
 {
-    let mut waiting = Vec::with_capacity(max);
-    while rx.recv_many(&mut waiting, max).await > 0 {
-        gather_ready(&mut rx, &mut waiting, max).await;
-        let (items, replies): (Vec<T>, Vec<Reply<R>>) = waiting.drain(..).unzip();
-        let n = items.len();
-        match write(items).await {
-            Ok(results) if results.len() == n => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        let mut waiting = Vec::with_capacity(max);
+        tokio::select! {
+            received = rx.recv_many(&mut waiting, max), if open && in_flight.len() < writes => {
+                if received == 0 {
+                    open = false;
+                    continue;
                 }
+                gather_ready(&mut rx, &mut waiting, max).await;
+                let (items, replies): (Vec<T>, Vec<Reply<R>>) = waiting.into_iter().unzip();
+                let written = write(items);
+                in_flight.push(async move { answer(replies, written.await) });
             }
-            Ok(results) => {
-                let e = format!("a batch of {n} items gave {} results", results.len());
-                replies
-                    .into_iter()
-                    .for_each(|r| drop(r.send(Err(e.clone()))));
-            }
-            Err(e) => replies
-                .into_iter()
-                .for_each(|r| drop(r.send(Err(e.clone())))),
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }
+    }
+}
+
+/// Gives each item of a batch its result.
+fn answer<R>(replies: Vec<Reply<R>>, written: Result<Vec<R>, String>) {
+    let n = replies.len();
+    match written {
+        Ok(results) if results.len() == n => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Ok(results) => {
+            let e = format!("a batch of {n} items gave {} results", results.len());
+            replies
+                .into_iter()
+                .for_each(|r| drop(r.send(Err(e.clone()))));
+        }
+        Err(e) => replies
+            .into_iter()
+            .for_each(|r| drop(r.send(Err(e.clone())))),
     }
 }
 
@@ -136,6 +167,34 @@ mod tests {
         assert!(
             (4..=10).contains(&writes),
             "200 items in batches of ≤ 64: {writes} writes"
+        );
+    }
+
+    #[tokio::test]
+    async fn overlapping_batches_start_while_others_are_in_flight_up_to_the_cap() {
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (counted, highest) = (now.clone(), peak.clone());
+        // One item per batch, two batches at once.
+        let batcher = Batcher::start_overlapping(1, 2, move |items: Vec<u32>| {
+            let writing = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            highest.fetch_max(writing, Ordering::SeqCst);
+            let counted = counted.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                counted.fetch_sub(1, Ordering::SeqCst);
+                Ok(items)
+            }
+        });
+        let results = futures::future::join_all((0..6).map(|i| {
+            let b = batcher.clone();
+            async move { b.submit(i).await }
+        }))
+        .await;
+        assert_eq!(results, (0..6).map(Ok).collect::<Vec<_>>());
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            2,
+            "two writes in flight, never more"
         );
     }
 

@@ -120,8 +120,11 @@ pub async fn cancel(
 }
 
 /// Single submissions from many concurrent callers, written together: the executions that
-/// arrive while one batch is being written make the next, which costs one statement and one
-/// queue call — instead of one each. An idle submitter writes at once.
+/// arrive while a batch is being written make the next, which costs one statement and one
+/// queue call — instead of one each. An idle submitter writes at once, and so does a busy one
+/// with fewer batches in flight than the store takes at once
+/// ([`crate::store::ExecutionStore::concurrent_creates`]): a caller waits for its own batch,
+/// not for the one before it.
 #[derive(Clone)]
 pub struct Submitter {
     batcher: Batcher<Submission, Result<(Execution, bool), StoreError>>,
@@ -137,10 +140,12 @@ const SUBMIT_BATCH: usize = 256;
 
 impl Submitter {
     pub fn start(backends: Backends) -> Self {
-        let batcher = Batcher::start(SUBMIT_BATCH, move |items: Vec<Submission>| {
-            let backends = backends.clone();
-            async move { Ok(write_submissions(&backends, items).await) }
-        });
+        let writes = backends.store.concurrent_creates();
+        let batcher =
+            Batcher::start_overlapping(SUBMIT_BATCH, writes, move |items: Vec<Submission>| {
+                let backends = backends.clone();
+                async move { Ok(write_submissions(&backends, items).await) }
+            });
         Self { batcher }
     }
 

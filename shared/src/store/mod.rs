@@ -110,6 +110,11 @@ pub struct Finish {
 /// Executions: creation, the lease lifecycle and fenced results.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
+    /// How many [`ExecutionStore::create_executions`] calls are worth having in flight at
+    /// once. A database server writes them side by side; a SQLite file takes one writer at a
+    /// time, and a second only sleeps in its busy handler until the first commits.
+    fn concurrent_creates(&self) -> usize;
+
     /// Creates a queued execution with its first timeline entry ([`NewEvent::created`]). With
     /// an idempotency key already used for this bot, returns the first execution and `false`
     /// instead.
