@@ -98,9 +98,9 @@ async fn write_loop<T, R, F, Fut>(
     Fut: Future<Output = Result<Vec<R>, String>>,
 {
     let mut in_flight = FuturesUnordered::new();
+    let mut waiting = Vec::with_capacity(max);
     let mut open = true;
     while open || !in_flight.is_empty() {
-        let mut waiting = Vec::with_capacity(max);
         tokio::select! {
             received = rx.recv_many(&mut waiting, max), if open && in_flight.len() < writes => {
                 if received == 0 {
@@ -108,7 +108,7 @@ async fn write_loop<T, R, F, Fut>(
                     continue;
                 }
                 gather_ready(&mut rx, &mut waiting, max).await;
-                let (items, replies): (Vec<T>, Vec<Reply<R>>) = waiting.into_iter().unzip();
+                let (items, replies): (Vec<T>, Vec<Reply<R>>) = waiting.drain(..).unzip();
                 let written = write(items);
                 in_flight.push(async move { answer(replies, written.await) });
             }

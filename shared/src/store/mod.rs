@@ -111,8 +111,8 @@ pub struct Finish {
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
     /// How many [`ExecutionStore::create_executions`] calls are worth having in flight at
-    /// once. A database server writes them side by side; a SQLite file takes one writer at a
-    /// time, and a second only sleeps in its busy handler until the first commits.
+    /// once. A database server writes them side by side; the SQLite store has one connection
+    /// (one writer at a time), so a second call would only wait for the first.
     fn concurrent_creates(&self) -> usize;
 
     /// Creates a queued execution with its first timeline entry ([`NewEvent::created`]). With

@@ -8,6 +8,7 @@ store_cases!(
     a_new_execution_is_queued_at_attempt_one,
     an_idempotency_key_returns_the_first_execution_and_creates_nothing,
     racing_creates_with_one_idempotency_key_make_one_execution,
+    racing_batches_with_the_same_keys_in_opposite_orders_both_succeed,
     executions_are_listed_newest_first_by_bot_status_owner_and_cursor,
     a_batch_creates_every_execution_queued_in_request_order,
     a_batch_with_used_or_repeated_idempotency_keys_returns_the_first_executions,
@@ -222,6 +223,46 @@ async fn racing_creates_with_one_idempotency_key_make_one_execution(s: &dyn Stor
         })
         .await?;
     assert_eq!(ids(&all), returned.into_iter().collect::<Vec<_>>());
+    Ok(())
+}
+
+/// Two batches taking the same idempotency keys in opposite orders, at once (as the API's
+/// overlapping submitter writes, or two API processes, can): neither fails, and each key makes
+/// one execution that both batches return.
+async fn racing_batches_with_the_same_keys_in_opposite_orders_both_succeed(
+    s: &dyn Store,
+) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "keys").await?;
+    for round in 0..5 {
+        let keyed = |k: usize| NewExecution {
+            idempotency_key: Some(format!("r{round}-k{k}")),
+            ..new_execution(&b)
+        };
+        let forward: Vec<NewExecution> = (0..200).map(keyed).collect();
+        let backward: Vec<NewExecution> = (0..200).rev().map(keyed).collect();
+        let (one, two) = futures::join!(
+            s.create_executions(&forward, ada.id, at(round)),
+            s.create_executions(&backward, ada.id, at(round))
+        );
+        let (one, two) = (
+            one.context("forward batch")?,
+            two.context("backward batch")?,
+        );
+        let mut two_by_key: Vec<&Execution> = two.iter().map(|(e, _)| e).collect();
+        two_by_key.reverse();
+        for (k, ((first, _), second)) in one.iter().zip(two_by_key).enumerate() {
+            ensure!(
+                first.id == second.id,
+                "round {round}, key {k}: two executions"
+            );
+        }
+        let made = one.iter().chain(&two).filter(|(_, new)| *new).count();
+        ensure!(
+            made == 200,
+            "round {round}: {made} executions made for 200 keys"
+        );
+    }
     Ok(())
 }
 

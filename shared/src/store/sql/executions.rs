@@ -269,6 +269,20 @@ fn keys_taken_before(news: &[NewExecution], created: &[Execution]) -> HashSet<(U
         .collect()
 }
 
+/// `news` in the order of their bots and idempotency keys, when more than one claims a key.
+/// Inserting a key waits for an uncommitted insert of the same key, so two writes taking the
+/// same keys in opposite orders would each wait for the other (PostgreSQL breaks that deadlock
+/// after a second by failing one). In one order, the second waits for the first and returns
+/// its executions. The sort is stable: of repeated keys in one call, the first still wins.
+fn in_key_order(news: &[NewExecution]) -> Option<Vec<NewExecution>> {
+    if news.iter().filter(|n| n.idempotency_key.is_some()).count() < 2 {
+        return None;
+    }
+    let mut sorted = news.to_vec();
+    sorted.sort_by(|a, b| (a.bot_id, &a.idempotency_key).cmp(&(b.bot_id, &b.idempotency_key)));
+    Some(sorted)
+}
+
 /// Pairs each requested execution with the row made for it, or — when its idempotency key was
 /// taken, before or earlier in the call — with the execution holding the key.
 fn in_request_order(
@@ -363,15 +377,17 @@ macro_rules! execution_store {
                 if news.is_empty() {
                     return Ok(Vec::new());
                 }
+                let sorted = in_key_order(news);
+                let rows = sorted.as_deref().unwrap_or(news);
                 if $ctes && news.len() <= BATCH_ROWS {
                     // One statement writes the rows and their entries: no transaction needed.
-                    let created = insert_rows!($db, &self.pool, news, owner_id, at, $ctes);
+                    let created = insert_rows!($db, &self.pool, rows, owner_id, at, $ctes);
                     let holders = key_holders!(&self.pool, news, &created);
                     return in_request_order(news, created, holders);
                 }
                 let mut tx = self.pool.begin().await?;
                 let mut created: Vec<Execution> = Vec::with_capacity(news.len());
-                for chunk in news.chunks(BATCH_ROWS) {
+                for chunk in rows.chunks(BATCH_ROWS) {
                     created.extend(insert_rows!($db, &mut *tx, chunk, owner_id, at, $ctes));
                 }
                 if !$ctes {
@@ -558,6 +574,6 @@ macro_rules! execution_store {
 }
 
 // Two creates in flight on PostgreSQL: single requests over 8 connections ran ×1.16 faster
-// than with one; four gave no more (loadtest/README.md). SQLite: one writer at a time.
+// than with one; four gave no more (loadtest/README.md). SQLite: one connection.
 execution_store!(PgStore, sqlx::Postgres, PG_LIMIT_LOCKS, true, 2);
 execution_store!(SqliteStore, sqlx::Sqlite, &[] as &[&str], false, 1);

@@ -101,11 +101,13 @@ impl SqliteStore {
             // woken when the lock is free: with eight connections, those sleeps were the tails
             // of `codex32 dev` (a burst's dispatch p99 500 ms; 9 ms with one connection, and
             // ×1.18 batched throughput). The pool's queue for its one connection is fair and
-            // wakes at once. Reads wait their turn too; every statement here is short. No
-            // method may use the pool while it holds a transaction of it.
+            // wakes at once. Reads wait their turn too, so a long one (a `/metrics` scrape
+            // counts every queued execution) holds writes up for its length. No method may use
+            // the pool while it holds a transaction of it: that would wait for itself.
             .max_connections(1)
-            // A file does not drop connections; a ping would only add a wake-up of the
-            // connection's thread per statement.
+            // A file does not drop connections; a ping before each use would add one more
+            // wake-up of the connection's thread per statement (sqlx already pings each
+            // connection it takes back).
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
