@@ -2,8 +2,9 @@
 //!
 //! Invariants: runs in a process cloned from the (single-threaded) launcher with fresh PID,
 //! mount, UTS, IPC and cgroup namespaces; it is PID 1 of its PID namespace, so when it exits
-//! the kernel kills everything else inside. Only raw syscalls on prepared data: no allocation,
-//! no locks. Any failure is reported as (step, errno) on the close-on-exec error pipe and ends
+//! the kernel kills everything else inside. It shares the launcher's memory until execve
+//! (vfork-style, on its own stack; the launcher sleeps meanwhile), so: only raw syscalls on
+//! prepared data, no allocation, no locks, and no writes outside its own stack. Any failure is reported as (step, errno) on the close-on-exec error pipe and ends
 //! the child with status 127; a successful execve closes the pipe, which the launcher reads as
 //! "started".
 
@@ -47,7 +48,7 @@ pub fn run(ctx: &LauncherCtx, req: &Request<'_>, stdio: [RawFd; 3], err_pipe: Ra
 
 fn exec(req: &Request<'_>) -> (Step, Errno) {
     // SAFETY: argv and envp are NULL-terminated arrays of C strings living in the launcher's
-    // request buffer, which this process owns a copy of.
+    // request buffer, which stays untouched while the launcher sleeps until this execve.
     unsafe { libc::execve(req.program.as_ptr(), req.argv.as_ptr(), req.envp.as_ptr()) };
     (Step::Execve, Errno::last())
 }

@@ -1,5 +1,5 @@
 //! The per-slot launcher: a long-lived process, forked from the engine once, that lives in
-//! its slot's cgroups and forks every sandbox of that slot.
+//! its slot's cgroups and clones every sandbox of that slot (vfork-style: see `sys::clone_vfork`).
 //!
 //! Why: moving a process between cgroups costs ~15 ms on this kernel when no migration
 //! happened recently (an RCU grace period in the cgroup threadgroup lock). A sandbox cloned by
@@ -93,6 +93,19 @@ fn serve(mut ctx: LauncherCtx, mut bufs: Buffers, sock: RawFd) -> ! {
         reply(sock, REPLY_FATAL, [step as i64, errno as i64, 0, 0, 0], &[]);
         exit(1);
     }
+    // Never unmapped: it lives as long as the launcher, which ends in _exit.
+    let stack = match sys::ChildStack::map() {
+        Ok(stack) => stack,
+        Err(errno) => {
+            reply(
+                sock,
+                REPLY_FATAL,
+                [Step::Clone as i64, errno as i64, 0, 0, 0],
+                &[],
+            );
+            exit(1);
+        }
+    };
     reply(sock, REPLY_READY, [0; 5], &[]);
     loop {
         let mut fds = [-1; 4];
@@ -104,7 +117,7 @@ fn serve(mut ctx: LauncherCtx, mut bufs: Buffers, sock: RawFd) -> ! {
             exit(0);
         }
         match wire::decode_request(&bufs.buf[..n], &mut bufs.ptrs) {
-            Ok(req) if nfds == 3 => run_one(&ctx, &req, [fds[0], fds[1], fds[2]], sock),
+            Ok(req) if nfds == 3 => run_one(&ctx, &stack, &req, [fds[0], fds[1], fds[2]], sock),
             Ok(_) => reply(
                 sock,
                 REPLY_FAILED,
@@ -165,8 +178,29 @@ fn init(ctx: &mut LauncherCtx, sock: RawFd) -> Result<(), (Step, Errno)> {
     })
 }
 
+/// What a sandbox child gets from the launcher's frame (they share memory until execve).
+struct ChildJob<'a> {
+    ctx: &'a LauncherCtx,
+    req: &'a wire::Request<'a>,
+    stdio: [RawFd; 3],
+    err_pipe: RawFd,
+}
+
+extern "C" fn start_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildJob` of `run_one`, whose frame sleeps (CLONE_VFORK) until
+    // this child has called execve or exited.
+    let job = unsafe { &*arg.cast::<ChildJob<'_>>() };
+    child::run(job.ctx, job.req, job.stdio, job.err_pipe)
+}
+
 /// Clones one sandbox, reports STARTED or FAILED, then supervises it to EXITED.
-fn run_one(ctx: &LauncherCtx, req: &wire::Request<'_>, stdio: [RawFd; 3], sock: RawFd) {
+fn run_one(
+    ctx: &LauncherCtx,
+    stack: &sys::ChildStack,
+    req: &wire::Request<'_>,
+    stdio: [RawFd; 3],
+    sock: RawFd,
+) {
     let fail =
         |step: Step, e: Errno| reply(sock, REPLY_FAILED, [step as i64, e as i64, 0, 0, 0], &[]);
     let mut pipe = [0; 2];
@@ -183,17 +217,29 @@ fn run_one(ctx: &LauncherCtx, req: &wire::Request<'_>, stdio: [RawFd; 3], sock: 
         flags |= libc::CLONE_NEWNET;
     }
     let started_ns = sys::monotonic_ns();
-    let (pid, pidfd) = match sys::clone_pidfd(flags) {
+    let mut job = ChildJob {
+        ctx,
+        req,
+        stdio,
+        err_pipe: pipe[1],
+    };
+    // SAFETY: `start_child` only runs `child::run` (raw syscalls on prepared data, ending in
+    // execve or _exit); `job` lives on this frame, which sleeps until then.
+    let cloned = unsafe {
+        sys::clone_vfork(
+            flags,
+            stack,
+            start_child,
+            (&raw mut job).cast::<libc::c_void>(),
+        )
+    };
+    let (pid, pidfd) = match cloned {
         Err(e) => {
             sys::close(pipe[0]);
             sys::close(pipe[1]);
             return fail(Step::Clone, e);
         }
-        Ok(sys::Cloned::Child) => {
-            sys::close(pipe[0]);
-            child::run(ctx, req, stdio, pipe[1])
-        }
-        Ok(sys::Cloned::Parent { pid, pidfd }) => (pid, pidfd),
+        Ok(got) => got,
     };
     sys::close(pipe[1]);
     let mut msg = [0u8; 8];
