@@ -92,6 +92,36 @@ async fn a_bot_that_sleeps_past_its_timeout_ends_timed_out() {
 }
 
 #[tokio::test]
+async fn executions_work_in_the_runs_dir_when_one_is_set_and_leave_nothing_there() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let runs = scratch.path().join("runs");
+    let dev = Dev::start(&[("CODEX32_RUNS_DIR", runs.to_str().expect("utf-8 path"))]).await;
+    let c = &dev.client;
+    let script = "echo kept > note.txt; sleep 2";
+    let bot = c
+        .bot(json!({"name": "scribe", "runtime": "bash", "script": script}))
+        .await;
+    let id = c.run(&bot, json!({})).await;
+    let workdir = runs.join(format!("{id}-1"));
+    eventually(LONG, "the bot's file in the runs dir", || {
+        let found = workdir.join("note.txt").exists();
+        async move { found.then_some(()) }
+    })
+    .await;
+    let default_runs = dev.dir.path().join("runs");
+    assert!(
+        !default_runs.join(format!("{id}-1")).exists(),
+        "nothing goes to the data dir's runs"
+    );
+    let e = c.finished(&id, LONG).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert!(
+        !workdir.exists(),
+        "the working directory is removed after the run"
+    );
+}
+
+#[tokio::test]
 async fn a_cancelled_running_execution_ends_cancelled_and_its_processes_are_gone() {
     let dev = Dev::start(&[]).await;
     let c = &dev.client;

@@ -252,6 +252,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "CODEX32_EXECUTOR", value_enum, default_value = "real")]
     pub executor: ExecutorKind,
 
+    /// Where executions' working directories go (default: `runs` in the data dir). A tmpfs
+    /// such as `/dev/shm/codex32-runs` makes each run's setup cheaper (no disk metadata); the
+    /// files a bot writes there then count against its memory limit.
+    #[arg(long, env = "CODEX32_RUNS_DIR")]
+    pub runs_dir: Option<PathBuf>,
+
     /// Id of this worker (default: hostname, pid and a random suffix).
     #[arg(long, env = "CODEX32_WORKER_ID")]
     pub worker_id: Option<String>,

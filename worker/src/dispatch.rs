@@ -46,8 +46,12 @@ pub async fn run(
     }
     let worker_id = wc.worker_id.clone().unwrap_or_else(default_worker_id);
     // Absolute: bots run with their working directory as the current directory.
-    let runs_dir = std::path::absolute(config.data_dir.join("runs"))
-        .context("cannot resolve the data directory")?;
+    let runs_dir = wc
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("runs"));
+    let runs_dir = std::path::absolute(&runs_dir)
+        .with_context(|| format!("cannot resolve the runs directory {}", runs_dir.display()))?;
     std::fs::create_dir_all(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     let keyring = config
