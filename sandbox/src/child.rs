@@ -72,9 +72,8 @@ fn setup(ctx: &LauncherCtx, req: &Request<'_>, stdio: [RawFd; 3]) -> StepResult 
     sys::reset_signals();
     // SAFETY: umask has no failure mode.
     unsafe { libc::umask(0o022) };
-    let filters: [&[libc::sock_filter]; 2] =
-        [ctx.filters.deny.as_slice(), ctx.filters.clone3.as_slice()];
-    privs::drop_privileges(ctx.uid, ctx.gid, &filters).map_err(|(s, e)| (priv_step(s), e))
+    privs::drop_privileges(ctx.uid, ctx.gid, &ctx.filters.program)
+        .map_err(|(s, e)| (priv_step(s), e))
 }
 
 fn priv_step(s: PrivStep) -> Step {

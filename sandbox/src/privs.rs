@@ -105,11 +105,11 @@ fn install_seccomp(program: &[libc::sock_filter]) -> SysResult<()> {
 
 /// Everything between "mounts are done" and execve: after this the process has no
 /// capabilities in any set, runs as `uid:gid` with no supplementary groups, cannot gain
-/// privileges through exec, and is under the seccomp filters.
+/// privileges through exec, and is under the seccomp filter.
 pub fn drop_privileges(
     uid: u32,
     gid: u32,
-    filters: &[&[libc::sock_filter]],
+    filter: &[libc::sock_filter],
 ) -> Result<(), (PrivStep, Errno)> {
     drop_bounding_set().map_err(|e| (PrivStep::Bounding, e))?;
     sys::prctl(
@@ -124,8 +124,5 @@ pub fn drop_privileges(
         .map_err(|e| (PrivStep::Pdeathsig, e))?;
     clear_capsets().map_err(|e| (PrivStep::Capset, e))?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(|e| (PrivStep::NoNewPrivs, e))?;
-    for program in filters {
-        install_seccomp(program).map_err(|e| (PrivStep::Seccomp, e))?;
-    }
-    Ok(())
+    install_seccomp(filter).map_err(|e| (PrivStep::Seccomp, e))
 }

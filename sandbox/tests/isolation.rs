@@ -173,6 +173,34 @@ for nr in (165, 166, 155, 101, 175, 313, 272, 308, 321, 250, 246, 298, 304):
 }
 
 #[test]
+fn clone_with_namespace_flags_is_refused_clone3_is_absent_and_forks_work() {
+    let Some(engine) = engine(1) else { return };
+    // x86_64: clone is 56, clone3 435. CLONE_NEWUTS | SIGCHLD, then CLONE_NEWUSER | SIGCHLD.
+    let script = r#"
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+for nr, flags in ((56, 0x04000000 | 17), (56, 0x10000000 | 17), (435, 0)):
+    r = libc.syscall(nr, flags, 0, 0, 0, 0)
+    print(nr, r, errno.errorcode.get(ctypes.get_errno()))
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+print("fork", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"#;
+    let wd = workdir();
+    let (py, _) = python();
+    let (spec, out, err) = spec(&py, &["-c", script], wd.path());
+    let run = run_spec(&engine, spec, out, err);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        ["56 -1 EPERM", "56 -1 EPERM", "435 -1 ENOSYS", "fork 7"],
+        "stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
 fn a_missing_program_is_a_setup_error_at_execve() {
     let Some(engine) = engine(1) else { return };
     let wd = workdir();
