@@ -4,9 +4,9 @@
 //! mount, UTS, IPC and cgroup namespaces; it is PID 1 of its PID namespace, so when it exits
 //! the kernel kills everything else inside. It shares the launcher's memory until execve
 //! (vfork-style, on its own stack; the launcher sleeps meanwhile), so: only raw syscalls on
-//! prepared data, no allocation, no locks, and no writes outside its own stack. Any failure is reported as (step, errno) on the close-on-exec error pipe and ends
-//! the child with status 127; a successful execve closes the pipe, which the launcher reads as
-//! "started".
+//! prepared data, no allocation, no locks, and no writes outside its own stack. Any failure
+//! is reported as (step, errno) on the close-on-exec error pipe and ends the child with
+//! status 127; a successful execve closes the pipe, which the launcher reads as "started".
 
 use std::ffi::CStr;
 use std::os::fd::RawFd;
@@ -72,8 +72,7 @@ fn setup(ctx: &LauncherCtx, req: &Request<'_>, stdio: [RawFd; 3]) -> StepResult 
     sys::reset_signals();
     // SAFETY: umask has no failure mode.
     unsafe { libc::umask(0o022) };
-    privs::drop_privileges(ctx.uid, ctx.gid, &ctx.filters.program)
-        .map_err(|(s, e)| (priv_step(s), e))
+    privs::drop_privileges(ctx.uid, ctx.gid, &ctx.seccomp).map_err(|(s, e)| (priv_step(s), e))
 }
 
 fn priv_step(s: PrivStep) -> Step {

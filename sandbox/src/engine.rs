@@ -19,7 +19,7 @@ use crate::error::SandboxError;
 use crate::launcher::{self, Buffers, LauncherCtx};
 use crate::rootfs::{self, RootPaths};
 use crate::sandbox::Sandbox;
-use crate::seccomp::Filters;
+use crate::seccomp;
 use crate::slot::{Slot, reap_launcher};
 use crate::spec::{Enforcement, EngineConfig, Probe, SandboxSpec, SweepReport};
 use crate::wire::{self, Reply};
@@ -51,7 +51,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    /// Detects the cgroup back-end, compiles the seccomp filters, plans the template root and
+    /// Detects the cgroup back-end, builds the seccomp filter, plans the template root and
     /// starts one launcher per slot (each moved once into its slot's cgroups).
     ///
     /// Call it early in `main`, before the async runtime starts threads: launchers are forks
@@ -67,7 +67,7 @@ impl Engine {
         let ctx = LauncherCtx {
             paths: RootPaths::new(&root)?,
             template: rootfs::plan(&root, config.rootfs.as_deref(), &config.ro_binds)?,
-            filters: Filters::compile()?,
+            seccomp: seccomp::program()?,
             uid: config.uid,
             gid: config.gid,
             netns_per_sandbox: config.netns_per_sandbox,

@@ -21,7 +21,7 @@ use nix::errno::Errno;
 use crate::child;
 use crate::error::SandboxError;
 use crate::rootfs::{self, Op, RootPaths};
-use crate::seccomp::Filters;
+use crate::seccomp;
 use crate::step::Step;
 use crate::sys;
 use crate::wire::{
@@ -33,7 +33,7 @@ use crate::wire::{
 pub struct LauncherCtx {
     pub paths: RootPaths,
     pub template: Vec<Op>,
-    pub filters: Filters,
+    pub seccomp: seccomp::Program,
     pub uid: u32,
     pub gid: u32,
     pub netns_per_sandbox: bool,

@@ -100,7 +100,7 @@ fn audit_arch() -> Result<u32, SandboxError> {
         Ok(0xC000_00B7) // AUDIT_ARCH_AARCH64
     } else {
         Err(SandboxError::Unavailable(
-            "seccomp filters are built for x86_64 and aarch64 only".into(),
+            "the seccomp filter is built for x86_64 and aarch64 only".into(),
         ))
     }
 }
@@ -108,19 +108,9 @@ fn audit_arch() -> Result<u32, SandboxError> {
 /// A compiled program in the kernel's instruction type, ready for seccomp(2).
 pub type Program = Vec<libc::sock_filter>;
 
-/// The program a sandbox installs.
-#[derive(Clone)]
-pub struct Filters {
-    pub program: Program,
-}
-
-impl Filters {
-    /// Builds the program (done once per engine, before any fork).
-    pub fn compile() -> Result<Self, SandboxError> {
-        Ok(Self {
-            program: build(audit_arch()?)?,
-        })
-    }
+/// Builds the program a sandbox installs (done once per engine, before any fork).
+pub fn program() -> Result<Program, SandboxError> {
+    build(audit_arch()?)
 }
 
 /// What the filter does with a listed syscall.
@@ -153,8 +143,8 @@ fn jump(code: u32, k: u32, jt: usize, jf: usize) -> Result<libc::sock_filter, Sa
     })
 }
 
-/// The listed syscalls, sorted by number.
-fn listed() -> Vec<(u32, Verdict)> {
+/// The listed syscalls, sorted by number; a number listed twice is a mistake in the policy.
+fn listed() -> Result<Vec<(u32, Verdict)>, SandboxError> {
     let mut calls: Vec<(u32, Verdict)> = DENIED
         .iter()
         .map(|&nr| (nr as u32, Verdict::Eperm))
@@ -164,8 +154,13 @@ fn listed() -> Vec<(u32, Verdict)> {
         ])
         .collect();
     calls.sort_unstable_by_key(|&(nr, _)| nr);
-    calls.dedup_by_key(|&mut (nr, _)| nr);
-    calls
+    if let Some(pair) = calls.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(SandboxError::Seccomp(format!(
+            "syscall {} is listed twice",
+            pair[0].0
+        )));
+    }
+    Ok(calls)
 }
 
 /// The whole program: guards, a binary search over the listed numbers, then the verdicts.
@@ -174,7 +169,7 @@ fn build(arch: u32) -> Result<Program, SandboxError> {
     let ld = BPF_LD | BPF_W | BPF_ABS;
     let ret = BPF_RET | BPF_K;
     let errno = |e: i32| libc::SECCOMP_RET_ERRNO | e as u32;
-    let calls = listed();
+    let calls = listed()?;
     let mut p = vec![
         stmt(ld, DATA_ARCH),
         jump(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0)?,
@@ -282,9 +277,9 @@ mod tests {
         }
     }
 
-    fn program() -> (Program, u32) {
+    fn built() -> (Program, u32) {
         let arch = audit_arch().expect("supported arch");
-        (Filters::compile().expect("builds").program, arch)
+        (super::program().expect("builds"), arch)
     }
 
     const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
@@ -292,7 +287,7 @@ mod tests {
 
     #[test]
     fn every_syscall_number_gets_the_policys_verdict() {
-        let (p, arch) = program();
+        let (p, arch) = built();
         let denied: Vec<u32> = DENIED.iter().map(|&nr| nr as u32).collect();
         for nr in 0..2048u32 {
             let want = if denied.contains(&nr) {
@@ -308,7 +303,7 @@ mod tests {
 
     #[test]
     fn clone_is_denied_with_any_namespace_flag_and_allowed_for_threads_and_forks() {
-        let (p, arch) = program();
+        let (p, arch) = built();
         let clone = libc::SYS_clone as u32;
         for flag in [
             libc::CLONE_NEWUSER,
@@ -340,7 +335,7 @@ mod tests {
 
     #[test]
     fn x32_numbers_are_refused_and_a_foreign_architecture_is_killed() {
-        let (p, arch) = program();
+        let (p, arch) = built();
         for nr in [0, 1, libc::SYS_mount as u32, 512, 547] {
             assert_eq!(run(&p, nr | X32_SYSCALL_BIT, arch, 0).0, EPERM, "x32 {nr}");
         }
@@ -352,7 +347,7 @@ mod tests {
     fn any_call_is_decided_in_a_few_comparisons_not_a_walk_of_the_list() {
         // The kernel replays the program for every syscall number at each install: this is
         // what keeps a sandbox start cheap (a linear list took up to ~55 steps per number).
-        let (p, arch) = program();
+        let (p, arch) = built();
         let worst = (0..1024u32).map(|nr| run(&p, nr, arch, 0).1).max();
         assert!(worst <= Some(16), "worst case {worst:?} instructions");
         assert!(p.len() < 256, "{} instructions", p.len());
