@@ -4,10 +4,12 @@
 //! item arriving at an idle batcher is written at once, and under load the items that arrive
 //! while a write is in flight make the next batch.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 type Reply<R> = oneshot::Sender<Result<R, String>>;
@@ -109,12 +111,41 @@ async fn write_loop<T, R, F, Fut>(
                 }
                 gather_ready(&mut rx, &mut waiting, max).await;
                 let (items, replies): (Vec<T>, Vec<Reply<R>>) = waiting.drain(..).unzip();
-                let written = write(items);
+                let written = contained(|| write(items));
                 in_flight.push(async move { answer(replies, written.await) });
             }
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }
     }
+}
+
+/// Runs one write so that a panic in it (in `write` or in its future) fails that batch's
+/// items with the panic's message instead of ending the writer task, which every later
+/// submission would then find stopped until the process restarts.
+fn contained<R, F, Fut>(write: F) -> impl Future<Output = Result<Vec<R>, String>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Vec<R>, String>>,
+{
+    let started = catch_unwind(AssertUnwindSafe(write));
+    async move {
+        match started {
+            Ok(written) => AssertUnwindSafe(written)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(panicked(panic))),
+            Err(panic) => Err(panicked(panic)),
+        }
+    }
+}
+
+fn panicked(panic: Box<dyn Any + Send>) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("the batch write failed: it panicked ({message})")
 }
 
 /// Gives each item of a batch its result.
@@ -196,6 +227,30 @@ mod tests {
             2,
             "two writes in flight, never more"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_fails_its_batch_and_the_writer_goes_on() {
+        // 13 panics while building its write, 7 in the write's future; the rest double.
+        let batcher = Batcher::start(1, |items: Vec<u32>| {
+            assert_ne!(items, [13], "unlucky");
+            async move {
+                if items == [7] {
+                    panic!("seven");
+                }
+                Ok(items.iter().map(|i| i * 2).collect::<Vec<_>>())
+            }
+        });
+        let (seven, thirteen) = (batcher.submit(7).await, batcher.submit(13).await);
+        assert!(
+            seven.as_ref().is_err_and(|e| e.contains("panicked (seven)")),
+            "{seven:?}"
+        );
+        assert!(
+            thirteen.as_ref().is_err_and(|e| e.contains("unlucky")),
+            "{thirteen:?}"
+        );
+        assert_eq!(batcher.submit(4).await, Ok(8), "the writer outlives the panics");
     }
 
     #[tokio::test]
