@@ -243,14 +243,20 @@ mod tests {
         });
         let (seven, thirteen) = (batcher.submit(7).await, batcher.submit(13).await);
         assert!(
-            seven.as_ref().is_err_and(|e| e.contains("panicked (seven)")),
+            seven
+                .as_ref()
+                .is_err_and(|e| e.contains("panicked (seven)")),
             "{seven:?}"
         );
         assert!(
             thirteen.as_ref().is_err_and(|e| e.contains("unlucky")),
             "{thirteen:?}"
         );
-        assert_eq!(batcher.submit(4).await, Ok(8), "the writer outlives the panics");
+        assert_eq!(
+            batcher.submit(4).await,
+            Ok(8),
+            "the writer outlives the panics"
+        );
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ store_cases!(
     executions_are_listed_newest_first_by_bot_status_owner_and_cursor,
     a_batch_creates_every_execution_queued_in_request_order,
     a_batch_with_used_or_repeated_idempotency_keys_returns_the_first_executions,
+    a_batch_replaying_many_keys_of_two_bots_returns_each_bots_own_executions,
     a_batch_with_one_bad_row_creates_nothing_even_across_statements,
 );
 
@@ -305,6 +306,42 @@ async fn a_batch_creates_every_execution_queued_in_request_order(s: &dyn Store) 
         );
     }
     assert!(s.create_executions(&[], ada.id, at(6)).await?.is_empty());
+    Ok(())
+}
+
+/// More keys than one statement takes (500), the same key strings on two bots, all replayed:
+/// each item gets the execution its own bot made with that key.
+async fn a_batch_replaying_many_keys_of_two_bots_returns_each_bots_own_executions(
+    s: &dyn Store,
+) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let bots = [bot(s, &ada, "left").await?, bot(s, &ada, "right").await?];
+    let keyed = |b: &Bot, k: usize| NewExecution {
+        idempotency_key: Some(format!("k{k}")),
+        ..new_execution(b)
+    };
+    let firsts: Vec<NewExecution> = (0..300)
+        .flat_map(|k| bots.iter().map(move |b| (b, k)))
+        .map(|(b, k)| keyed(b, k))
+        .collect();
+    let made = s.create_executions(&firsts, ada.id, at(0)).await?;
+    assert!(made.iter().all(|(_, created)| *created));
+    let replays: Vec<NewExecution> = firsts
+        .iter()
+        .rev()
+        .map(|f| NewExecution {
+            idempotency_key: f.idempotency_key.clone(),
+            ..new_execution(if f.bot_id == bots[0].id {
+                &bots[0]
+            } else {
+                &bots[1]
+            })
+        })
+        .collect();
+    let again = s.create_executions(&replays, ada.id, at(1)).await?;
+    let got: Vec<(Uuid, bool)> = again.iter().map(|(e, c)| (e.id, *c)).collect();
+    let want: Vec<(Uuid, bool)> = firsts.iter().rev().map(|f| (f.id, false)).collect();
+    assert_eq!(got, want);
     Ok(())
 }
 

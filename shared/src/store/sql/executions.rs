@@ -232,22 +232,28 @@ macro_rules! insert_rows {
 }
 
 /// The executions holding the idempotency keys that `news` asked for and `created` does not
-/// hold (taken before this call), by bot and key.
+/// hold (taken before this call), by bot and key: one statement per [`BATCH_ROWS`] keys, so
+/// a batch of retries replaying many keys costs one round trip, not one each.
 macro_rules! key_holders {
-    ($conn:expr, $news:expr, $created:expr) => {{
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM executions WHERE bot_id = $1 AND idempotency_key = $2"
-        );
-        let mut holders = KeyedExecutions::new();
-        for (bot_id, key) in keys_taken_before($news, $created) {
-            let first: Execution = sqlx::query_as(sql)
-                .bind(bot_id)
-                .bind(&key)
-                .fetch_one($conn)
-                .await?;
-            holders.insert((bot_id, key), first);
+    ($db:ty, $conn:expr, $news:expr, $created:expr) => {{
+        let taken: Vec<(Uuid, String)> = keys_taken_before($news, $created).into_iter().collect();
+        let mut holders = KeyedExecutions::with_capacity(taken.len());
+        for chunk in taken.chunks(BATCH_ROWS) {
+            let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM executions WHERE (bot_id, idempotency_key) IN ("
+            ));
+            q.push_values(chunk, |mut row, (bot_id, key)| {
+                row.push_bind(*bot_id).push_bind(key);
+            });
+            q.push(")");
+            let found: Vec<Execution> = q.build_query_as().fetch_all($conn).await?;
+            for first in found {
+                if let Some(key) = first.idempotency_key.clone() {
+                    holders.insert((first.bot_id, key), first);
+                }
+            }
         }
         holders
     }};
@@ -382,7 +388,7 @@ macro_rules! execution_store {
                 if $ctes && news.len() <= BATCH_ROWS {
                     // One statement writes the rows and their entries: no transaction needed.
                     let created = insert_rows!($db, &self.pool, rows, owner_id, at, $ctes);
-                    let holders = key_holders!(&self.pool, news, &created);
+                    let holders = key_holders!($db, &self.pool, news, &created);
                     return in_request_order(news, created, holders);
                 }
                 let mut tx = self.pool.begin().await?;
@@ -399,7 +405,7 @@ macro_rules! execution_store {
                         .collect();
                     insert_events!($db, &mut *tx, &entries);
                 }
-                let holders = key_holders!(&mut *tx, news, &created);
+                let holders = key_holders!($db, &mut *tx, news, &created);
                 let out = in_request_order(news, created, holders)?;
                 tx.commit().await?;
                 Ok(out)
