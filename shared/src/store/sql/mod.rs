@@ -28,16 +28,26 @@ use super::StoreError;
 /// How long a PostgreSQL connection may sit idle before it is pinged before its next use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 
+/// SQLite connections for reads (besides the one that writes).
+const READ_CONNECTIONS: u32 = 4;
+
 /// The distributed store.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Where listings and reports read: the same pool (PostgreSQL serves reads beside writes).
+    reads: PgPool,
 }
 
 /// The embedded store: one SQLite file in WAL mode.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Where listings and reports read: connections of their own, so a long read (a
+    /// `/metrics` scrape counting every queued execution, a dashboard's page) neither waits
+    /// for the one writing connection nor holds it up — in WAL mode readers and the writer
+    /// do not block each other, and each read sees what was committed before it began.
+    reads: SqlitePool,
 }
 
 impl PgStore {
@@ -65,7 +75,10 @@ impl PgStore {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            reads: pool.clone(),
+            pool,
+        })
     }
 
     pub async fn run_migrations(&self) -> Result<(), StoreError> {
@@ -101,17 +114,26 @@ impl SqliteStore {
             // woken when the lock is free: with eight connections, those sleeps were the tails
             // of `codex32 dev` (a burst's dispatch p99 500 ms; 9 ms with one connection, and
             // ×1.18 batched throughput). The pool's queue for its one connection is fair and
-            // wakes at once. Reads wait their turn too, so a long one (a `/metrics` scrape
-            // counts every queued execution) holds writes up for its length. No method may use
-            // the pool while it holds a transaction of it: that would wait for itself.
+            // wakes at once. Listings and reports read on connections of their own (`reads`);
+            // other reads wait their turn here. No method may use the pool while it holds a
+            // transaction of it: that would wait for itself.
             .max_connections(1)
             // A file does not drop connections; a ping before each use would add one more
             // wake-up of the connection's thread per statement (sqlx already pings each
             // connection it takes back).
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let store = Self { pool };
+        // A database in memory exists once per connection: it reads where it writes.
+        let reads = if path == ":memory:" || path.is_empty() {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(READ_CONNECTIONS)
+                .test_before_acquire(false)
+                .connect_lazy_with(options.pragma("query_only", "ON"))
+        };
+        let store = Self { pool, reads };
         store.run_migrations().await?;
         Ok(store)
     }
@@ -121,5 +143,46 @@ impl SqliteStore {
             .run(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ExecutionFilter, ExecutionStore, OpsStore};
+
+    #[tokio::test]
+    async fn sqlite_listings_read_while_the_writing_connection_is_held_and_cannot_write() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("codex32.db");
+        let store = SqliteStore::open(path.to_str().expect("a UTF-8 path"))
+            .await
+            .expect("the store opens");
+        // The one writing connection, held in a transaction that has written.
+        let mut writing = store.pool.begin().await.expect("a transaction");
+        sqlx::query("DELETE FROM workers")
+            .execute(&mut *writing)
+            .await
+            .expect("a write");
+        let filter = ExecutionFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let listed = tokio::time::timeout(Duration::from_secs(5), async {
+            (
+                store.list_executions(&filter).await,
+                store.list_workers().await,
+            )
+        })
+        .await
+        .expect("reads do not wait for the writing connection");
+        assert!(listed.0.expect("executions listed").is_empty());
+        assert!(listed.1.expect("workers listed").is_empty());
+        writing.rollback().await.expect("rolled back");
+        let refused = sqlx::query("DELETE FROM workers")
+            .execute(&store.reads)
+            .await
+            .expect_err("a reading connection refuses writes");
+        assert!(refused.to_string().contains("readonly"), "{refused}");
     }
 }
