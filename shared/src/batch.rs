@@ -139,13 +139,11 @@ where
     }
 }
 
-fn panicked(panic: Box<dyn Any + Send>) -> String {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
-    format!("the batch write failed: it panicked ({message})")
+fn panicked(payload: Box<dyn Any + Send>) -> String {
+    format!(
+        "the batch write failed: it panicked ({})",
+        crate::panics::message(&*payload)
+    )
 }
 
 /// Gives each item of a batch its result.

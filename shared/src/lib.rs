@@ -11,6 +11,7 @@ pub mod config;
 pub mod cron;
 pub mod domain;
 pub mod limit;
+pub mod panics;
 pub mod queue;
 pub mod retry;
 pub mod secrets;

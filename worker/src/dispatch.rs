@@ -184,11 +184,7 @@ where
 /// The message a panic carried.
 pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
     match e.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned()),
+        Ok(payload) => codex32_shared::panics::message(&*payload),
         Err(e) => e.to_string(),
     }
 }

@@ -413,7 +413,7 @@ macro_rules! execution_store {
 
             async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {
                 let sql = concat!("SELECT ", columns!(), " FROM executions WHERE id = $1");
-                Ok(sqlx::query_as(sql).bind(id).fetch_optional(&self.reads).await?)
+                Ok(sqlx::query_as(sql).bind(id).fetch_optional(self.reads()).await?)
             }
 
             async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
@@ -439,7 +439,7 @@ macro_rules! execution_store {
                     q.push(" AND id < ").push_bind(before);
                 }
                 q.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
-                Ok(q.build_query_as().fetch_all(&self.reads).await?)
+                Ok(q.build_query_as().fetch_all(self.reads()).await?)
             }
 
             async fn request_cancel(&self, id: Uuid, at: Timestamp) -> Result<Option<Execution>, StoreError> {

@@ -59,7 +59,7 @@ macro_rules! log_store {
                 .bind(execution_id)
                 .bind(after)
                 .bind(limit)
-                .fetch_all(&self.reads)
+                .fetch_all(self.reads())
                 .await?)
             }
         }

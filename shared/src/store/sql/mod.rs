@@ -35,19 +35,14 @@ const READ_CONNECTIONS: u32 = 4;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// Where listings and reports read: the same pool (PostgreSQL serves reads beside writes).
-    reads: PgPool,
 }
 
 /// The embedded store: one SQLite file in WAL mode.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// Where listings and reports read: connections of their own, so a long read (a
-    /// `/metrics` scrape counting every queued execution, a dashboard's page) neither waits
-    /// for the one writing connection nor holds it up — in WAL mode readers and the writer
-    /// do not block each other, and each read sees what was committed before it began.
-    reads: SqlitePool,
+    /// Connections of their own for listings and reports (see [`SqliteStore::reads`]).
+    readers: SqlitePool,
 }
 
 impl PgStore {
@@ -75,10 +70,12 @@ impl PgStore {
             })
             .connect_with(options)
             .await?;
-        Ok(Self {
-            reads: pool.clone(),
-            pool,
-        })
+        Ok(Self { pool })
+    }
+
+    /// Where listings and reports read: the one pool (PostgreSQL serves reads beside writes).
+    fn reads(&self) -> &PgPool {
+        &self.pool
     }
 
     pub async fn run_migrations(&self) -> Result<(), StoreError> {
@@ -125,7 +122,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         // A database in memory exists once per connection: it reads where it writes.
-        let reads = if path == ":memory:" || path.is_empty() {
+        let readers = if path == ":memory:" || path.is_empty() {
             pool.clone()
         } else {
             SqlitePoolOptions::new()
@@ -133,9 +130,17 @@ impl SqliteStore {
                 .test_before_acquire(false)
                 .connect_lazy_with(options.pragma("query_only", "ON"))
         };
-        let store = Self { pool, reads };
+        let store = Self { pool, readers };
         store.run_migrations().await?;
         Ok(store)
+    }
+
+    /// Where listings and reports read: connections of their own, so a long read (a
+    /// `/metrics` scrape counting every queued execution, a dashboard's page) neither waits
+    /// for the one writing connection nor holds it up — in WAL mode readers and the writer
+    /// do not block each other, and each read sees what was committed before it began.
+    fn reads(&self) -> &SqlitePool {
+        &self.readers
     }
 
     pub async fn run_migrations(&self) -> Result<(), StoreError> {
@@ -180,7 +185,7 @@ mod tests {
         assert!(listed.1.expect("workers listed").is_empty());
         writing.rollback().await.expect("rolled back");
         let refused = sqlx::query("DELETE FROM workers")
-            .execute(&store.reads)
+            .execute(store.reads())
             .await
             .expect_err("a reading connection refuses writes");
         assert!(refused.to_string().contains("readonly"), "{refused}");

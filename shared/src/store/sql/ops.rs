@@ -26,7 +26,7 @@ macro_rules! ops_store {
                     q.push(" AND at >= ").push_bind(since);
                 }
                 q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(f.limit);
-                Ok(q.build_query_as().fetch_all(&self.reads).await?)
+                Ok(q.build_query_as().fetch_all(self.reads()).await?)
             }
 
             async fn record_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
@@ -75,7 +75,7 @@ macro_rules! ops_store {
                     "SELECT id, hostname, version, pools, slots, running, state, sandbox, started_at, last_seen_at
                      FROM workers ORDER BY last_seen_at DESC LIMIT 1000",
                 )
-                .fetch_all(&self.reads)
+                .fetch_all(self.reads())
                 .await?)
             }
 

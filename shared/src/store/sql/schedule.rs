@@ -64,7 +64,7 @@ macro_rules! schedule_store {
                     "SELECT id, execution_id, at, kind, message FROM execution_events WHERE execution_id = $1 ORDER BY id LIMIT 10000",
                 )
                 .bind(execution_id)
-                .fetch_all(&self.reads)
+                .fetch_all(self.reads())
                 .await?)
             }
 
@@ -156,7 +156,7 @@ macro_rules! schedule_store {
                      FROM executions WHERE status IN ('queued', 'running') GROUP BY pool ORDER BY pool",
                 )
                 .bind(now)
-                .fetch_all(&self.reads)
+                .fetch_all(self.reads())
                 .await?)
             }
 
