@@ -25,7 +25,7 @@ macro_rules! columns {
 /// which names no worker — by the lease having expired.
 macro_rules! fence {
     () => {
-        "id = $1 AND attempt = $2 AND status = 'running'
+        "id = $1 AND attempt = $2 AND status || '' = 'running'
     AND (($3 IS NOT NULL AND worker_id = $3) OR ($3 IS NULL AND lease_expires_at < $4))"
     };
 }
@@ -53,6 +53,15 @@ const FINISH_RETRY: &str = concat!(
 // cannot use an index on the status for them, and looks them up by id. Statistics taken while
 // few executions were queued make it believe `status = 'queued'` matches a handful of rows, so
 // it would scan every queued execution instead — with a backlog of 40,000, 400 ms per claim.
+// Results and lease renewals likewise: planned while the table was empty, `status = 'running'`
+// read every entry of `executions_live` under 'running' — dead ones too, one for each
+// execution that ran since the last vacuum — so each batch of results got slower as a burst
+// went on (840 buffer reads per batch of 8 after 40,000 executions; loadtest/README.md).
+
+/// A heartbeat: the lease of the attempt this worker holds runs on to `$4`.
+const RENEW_LEASE: &str = "UPDATE executions SET lease_expires_at = $4
+     WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status || '' = 'running'
+     RETURNING cancel_requested";
 
 /// A cancel in one statement, whichever live state it finds: a queued execution ends, a running
 /// one is flagged for its worker. Two statements (one per state) would lose the cancel of an
@@ -107,7 +116,7 @@ macro_rules! finish_many_update {
          finished_at = v.at, duration_ms = v.duration_ms, lease_expires_at = NULL, usage = v.usage,
          sandboxed = v.sandboxed
     FROM v
-    WHERE executions.id = v.id AND executions.attempt = v.attempt AND executions.status = 'running'
+    WHERE executions.id = v.id AND executions.attempt = v.attempt AND executions.status || '' = 'running'
       AND ((v.worker_id IS NOT NULL AND executions.worker_id = v.worker_id)
            OR (v.worker_id IS NULL AND executions.lease_expires_at < v.at))
     RETURNING executions.id"
@@ -353,7 +362,13 @@ macro_rules! execution_store {
         impl $store {
             /// A claim under concurrency limits: the limits' locks, then the claim, in one
             /// transaction, so two workers cannot both take the last slot.
-            async fn claim_limited(&self, id: Uuid, worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<Execution>, StoreError> {
+            async fn claim_limited(
+                &self,
+                id: Uuid,
+                worker_id: &str,
+                now: Timestamp,
+                lease_until: Timestamp,
+            ) -> Result<Option<Execution>, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 for lock in $limit_locks {
                     sqlx::query(*lock).bind(id).execute(&mut *tx).await?;
@@ -379,7 +394,12 @@ macro_rules! execution_store {
                 $concurrent_creates
             }
 
-            async fn create_executions(&self, news: &[NewExecution], owner_id: Uuid, at: Timestamp) -> Result<Vec<(Execution, bool)>, StoreError> {
+            async fn create_executions(
+                &self,
+                news: &[NewExecution],
+                owner_id: Uuid,
+                at: Timestamp,
+            ) -> Result<Vec<(Execution, bool)>, StoreError> {
                 if news.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -413,11 +433,21 @@ macro_rules! execution_store {
 
             async fn get_execution(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {
                 let sql = concat!("SELECT ", columns!(), " FROM executions WHERE id = $1");
-                Ok(sqlx::query_as(sql).bind(id).fetch_optional(self.reads()).await?)
+                Ok(sqlx::query_as(sql)
+                    .bind(id)
+                    .fetch_optional(self.reads())
+                    .await?)
             }
 
-            async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", columns!(), " FROM executions WHERE TRUE"));
+            async fn list_executions(
+                &self,
+                filter: &ExecutionFilter,
+            ) -> Result<Vec<Execution>, StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM executions WHERE TRUE"
+                ));
                 if let Some(bot_id) = filter.bot_id {
                     q.push(" AND bot_id = ").push_bind(bot_id);
                 }
@@ -429,7 +459,8 @@ macro_rules! execution_store {
                     q.push(format!(" AND status = '{status}'"));
                 }
                 if !filter.any_status.is_empty() {
-                    let any: Vec<String> = filter.any_status.iter().map(|s| format!("'{s}'")).collect();
+                    let any: Vec<String> =
+                        filter.any_status.iter().map(|s| format!("'{s}'")).collect();
                     q.push(format!(" AND status IN ({})", any.join(", ")));
                 }
                 if let Some(owner) = filter.owner_id {
@@ -442,19 +473,40 @@ macro_rules! execution_store {
                 Ok(q.build_query_as().fetch_all(self.reads()).await?)
             }
 
-            async fn request_cancel(&self, id: Uuid, at: Timestamp) -> Result<Option<Execution>, StoreError> {
-                if let Some(changed) = sqlx::query_as(CANCEL).bind(id).bind(at).fetch_optional(&self.pool).await? {
+            async fn request_cancel(
+                &self,
+                id: Uuid,
+                at: Timestamp,
+            ) -> Result<Option<Execution>, StoreError> {
+                if let Some(changed) = sqlx::query_as(CANCEL)
+                    .bind(id)
+                    .bind(at)
+                    .fetch_optional(&self.pool)
+                    .await?
+                {
                     return Ok(Some(changed));
                 }
                 self.get_execution(id).await
             }
 
-            async fn claim_executions(&self, ids: &[Uuid], worker_id: &str, now: Timestamp, lease_until: Timestamp) -> Result<Vec<Option<Execution>>, StoreError> {
+            async fn claim_executions(
+                &self,
+                ids: &[Uuid],
+                worker_id: &str,
+                now: Timestamp,
+                lease_until: Timestamp,
+            ) -> Result<Vec<Option<Execution>>, StoreError> {
                 let mut unlimited: HashMap<Uuid, Execution> = HashMap::with_capacity(ids.len());
                 for chunk in ids.chunks(BATCH_ROWS) {
                     let [update, started, lease, due, ids_in] = CLAIM_UNLIMITED;
-                    let mut q = sqlx::QueryBuilder::<$db>::new(if $ctes { "WITH c AS (" } else { "" });
-                    q.push(update).push_bind(worker_id).push(started).push_bind(now).push(lease).push_bind(lease_until);
+                    let mut q =
+                        sqlx::QueryBuilder::<$db>::new(if $ctes { "WITH c AS (" } else { "" });
+                    q.push(update)
+                        .push_bind(worker_id)
+                        .push(started)
+                        .push_bind(now)
+                        .push(lease)
+                        .push_bind(lease_until);
                     q.push(due).push_bind(now).push(ids_in);
                     let mut list = q.separated(", ");
                     for id in chunk {
@@ -463,7 +515,11 @@ macro_rules! execution_store {
                     q.push(concat!(") RETURNING ", columns!()));
                     let rows: Vec<Execution> = if $ctes {
                         // The claims and their timeline entries in one statement.
-                        q.push("), e AS (").push(PG_LEASED_ENTRIES).push(concat!(") SELECT ", columns!(), " FROM c"));
+                        q.push("), e AS (").push(PG_LEASED_ENTRIES).push(concat!(
+                            ") SELECT ",
+                            columns!(),
+                            " FROM c"
+                        ));
                         q.build_query_as().fetch_all(&self.pool).await?
                     } else {
                         let mut tx = self.pool.begin().await?;
@@ -476,7 +532,8 @@ macro_rules! execution_store {
                     unlimited.extend(rows.into_iter().map(|e| (e.id, e)));
                 }
                 // An id named twice is claimed once: the first asking gets it.
-                let mut claimed: Vec<Option<Execution>> = ids.iter().map(|id| unlimited.remove(id)).collect();
+                let mut claimed: Vec<Option<Execution>> =
+                    ids.iter().map(|id| unlimited.remove(id)).collect();
                 // Those under a limit (or not claimable at all) take the locked path, one by one.
                 for (id, slot) in ids.iter().zip(claimed.iter_mut()) {
                     if slot.is_none() {
@@ -486,33 +543,48 @@ macro_rules! execution_store {
                 Ok(claimed)
             }
 
-            async fn renew_lease(&self, id: Uuid, attempt: i32, worker_id: &str, until: Timestamp) -> Result<Option<bool>, StoreError> {
-                let row: Option<(bool,)> = sqlx::query_as(
-                    "UPDATE executions SET lease_expires_at = $4
-                     WHERE id = $1 AND attempt = $2 AND worker_id = $3 AND status = 'running'
-                     RETURNING cancel_requested",
-                )
-                .bind(id)
-                .bind(attempt)
-                .bind(worker_id)
-                .bind(until)
-                .fetch_optional(&self.pool)
-                .await?;
+            async fn renew_lease(
+                &self,
+                id: Uuid,
+                attempt: i32,
+                worker_id: &str,
+                until: Timestamp,
+            ) -> Result<Option<bool>, StoreError> {
+                let row: Option<(bool,)> = sqlx::query_as(RENEW_LEASE)
+                    .bind(id)
+                    .bind(attempt)
+                    .bind(worker_id)
+                    .bind(until)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 Ok(row.map(|(cancel,)| cancel))
             }
 
-            async fn finish_executions(&self, finishes: &[Finish]) -> Result<Vec<bool>, StoreError> {
-                let finals: Vec<&Finish> = finishes.iter().filter(|f| f.status != ExecStatus::Queued).collect();
+            async fn finish_executions(
+                &self,
+                finishes: &[Finish],
+            ) -> Result<Vec<bool>, StoreError> {
+                let finals: Vec<&Finish> = finishes
+                    .iter()
+                    .filter(|f| f.status != ExecStatus::Queued)
+                    .collect();
                 let batched = !finals.is_empty() && distinct_ids(&finals);
                 let retries = finals.len() < finishes.len();
-                let tail = if $ctes { PG_FINISH_MANY_TAIL } else { SQLITE_FINISH_MANY_TAIL };
+                let tail = if $ctes {
+                    PG_FINISH_MANY_TAIL
+                } else {
+                    SQLITE_FINISH_MANY_TAIL
+                };
                 let mut written_together = HashSet::new();
                 if batched && $ctes && !retries {
                     // Final results only: one statement writes them and their entries.
                     for chunk in finals.chunks(BATCH_ROWS) {
                         written_together.extend(finish_rows!($db, &self.pool, chunk, tail));
                     }
-                    return Ok(finishes.iter().map(|f| written_together.contains(&f.id)).collect());
+                    return Ok(finishes
+                        .iter()
+                        .map(|f| written_together.contains(&f.id))
+                        .collect());
                 }
                 let mut tx = self.pool.begin().await?;
                 if batched {
@@ -532,7 +604,11 @@ macro_rules! execution_store {
                         done.push(written);
                         continue;
                     }
-                    let sql = if f.status == ExecStatus::Queued { FINISH_RETRY } else { FINISH_FINAL };
+                    let sql = if f.status == ExecStatus::Queued {
+                        FINISH_RETRY
+                    } else {
+                        FINISH_FINAL
+                    };
                     let written = sqlx::query(sql)
                         .bind(f.id)
                         .bind(f.attempt)
@@ -561,14 +637,34 @@ macro_rules! execution_store {
                 Ok(done)
             }
 
-            async fn expired_leases(&self, now: Timestamp, limit: i64) -> Result<Vec<Execution>, StoreError> {
-                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE status = 'running' AND lease_expires_at < $1
-                     ORDER BY lease_expires_at LIMIT $2");
-                Ok(sqlx::query_as(sql).bind(now).bind(limit).fetch_all(&self.pool).await?)
+            async fn expired_leases(
+                &self,
+                now: Timestamp,
+                limit: i64,
+            ) -> Result<Vec<Execution>, StoreError> {
+                let sql = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM executions WHERE status = 'running' AND lease_expires_at < $1
+                     ORDER BY lease_expires_at LIMIT $2"
+                );
+                Ok(sqlx::query_as(sql)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
-            async fn queued_page(&self, after: Option<Uuid>, limit: i64) -> Result<Vec<Execution>, StoreError> {
-                let sql = concat!("SELECT ", columns!(), " FROM executions WHERE status = 'queued' AND id > $1 ORDER BY id LIMIT $2");
+            async fn queued_page(
+                &self,
+                after: Option<Uuid>,
+                limit: i64,
+            ) -> Result<Vec<Execution>, StoreError> {
+                let sql = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM executions WHERE status = 'queued' AND id > $1 ORDER BY id LIMIT $2"
+                );
                 Ok(sqlx::query_as(sql)
                     .bind(after.unwrap_or(Uuid::nil()))
                     .bind(limit)
@@ -583,3 +679,126 @@ macro_rules! execution_store {
 // than with one; four gave no more (loadtest/README.md). SQLite: one connection.
 execution_store!(PgStore, sqlx::Postgres, PG_LIMIT_LOCKS, true, 2);
 execution_store!(SqliteStore, sqlx::Sqlite, &[] as &[&str], false, 1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestSchema;
+
+    /// Parameter types of one [`FINISH_MANY`] row, in the order of its columns.
+    const FINISH_ROW: [&str; 13] = [
+        "uuid",
+        "int4",
+        "text",
+        "timestamptz",
+        "text",
+        "jsonb",
+        "text",
+        "int4",
+        "int8",
+        "jsonb",
+        "bool",
+        "text",
+        "text",
+    ];
+
+    /// The plan PostgreSQL keeps for `sql` once it settles on a generic one (as it does after
+    /// five runs of a prepared statement), made while `executions` is empty — as it is on a
+    /// new deployment, where the plans of a worker's long-lived connections are made.
+    async fn generic_plan(
+        conn: &mut sqlx::PgConnection,
+        name: &str,
+        sql: &str,
+        types: &[&str],
+    ) -> String {
+        let nulls = vec!["NULL"; types.len()].join(", ");
+        let script = format!(
+            "SET plan_cache_mode = force_generic_plan; PREPARE {name} ({}) AS {sql}",
+            types.join(", ")
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+            .execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("prepare {sql}: {e}"));
+        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN EXECUTE {name} ({nulls})"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain the prepared statement");
+        rows.into_iter()
+            .map(|(line,)| line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Statements that change one execution found by id must find it by id: a plan through
+    /// an index on the status reads an entry for every execution that ran since the last
+    /// vacuum, and got slower with every execution of a burst.
+    #[tokio::test]
+    async fn statements_on_one_execution_find_it_by_id() {
+        let schema = TestSchema::create().await;
+        let store = PgStore::connect(&schema.url).await.expect("connect");
+        store.run_migrations().await.expect("migrate");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
+            .await
+            .expect("a connection of the test's own");
+        let fenced = [
+            "uuid",
+            "int4",
+            "text",
+            "timestamptz",
+            "text",
+            "jsonb",
+            "text",
+            "int4",
+            "int8",
+            "timestamptz",
+            "jsonb",
+            "bool",
+        ];
+        let two_rows = format!(
+            "{FINISH_MANY}VALUES ({}), ({}){PG_FINISH_MANY_TAIL}",
+            (1..=13)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (14..=26)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let cases: [(&str, &str, Vec<&str>); 6] = [
+            ("a final result", FINISH_FINAL, fenced.to_vec()),
+            ("a retry", FINISH_RETRY, fenced.to_vec()),
+            (
+                "results of a batch",
+                &two_rows,
+                [FINISH_ROW, FINISH_ROW].concat(),
+            ),
+            (
+                "a lease renewal",
+                RENEW_LEASE,
+                vec!["uuid", "int4", "text", "timestamptz"],
+            ),
+            ("a cancel", CANCEL, vec!["uuid", "timestamptz"]),
+            (
+                "a claim",
+                CLAIM,
+                vec!["uuid", "text", "timestamptz", "timestamptz"],
+            ),
+        ];
+        for (n, (what, sql, types)) in cases.into_iter().enumerate() {
+            let plan = generic_plan(&mut conn, &format!("probe{n}"), sql, &types).await;
+            // The scan of the execution itself (counts of running ones under a limit scan
+            // `executions r`, by status on purpose).
+            let scans: Vec<&str> = (plan.lines())
+                .filter(|l| l.contains("Scan") && l.contains(" on executions  ("))
+                .collect();
+            assert!(
+                !scans.is_empty() && scans.iter().all(|l| l.contains("using executions_pkey")),
+                "{what} should find its execution by id, not by status:\n{plan}"
+            );
+        }
+    }
+}
