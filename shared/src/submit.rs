@@ -74,11 +74,17 @@ pub async fn submit_many(
         return Ok(results);
     }
     let items: Vec<QueueItem> = created.iter().map(|e| QueueItem::from(*e)).collect();
-    if let Err(e) = backends.queue.enqueue(&items).await {
+    let updates: Vec<Event> = created.iter().map(|e| Event::updated(e)).collect();
+    // The queue call and the announcements at once: the caller waits for one round trip, not
+    // two, and subscribers hear of the execution no later than a worker can take it.
+    let (queued, published) = tokio::join!(
+        backends.queue.enqueue(&items),
+        backends.bus.publish_many(&updates)
+    );
+    if let Err(e) = queued {
         tracing::warn!(executions = created.len(), error = %e, "Queue unavailable; the reconciler will enqueue this batch.");
     }
-    let updates: Vec<Event> = created.iter().map(|e| Event::updated(e)).collect();
-    if let Err(e) = backends.bus.publish_many(&updates).await {
+    if let Err(e) = published {
         tracing::debug!(error = %e, "Events not published.");
     }
     Ok(results)
