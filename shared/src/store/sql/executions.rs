@@ -735,6 +735,18 @@ mod tests {
             .join("\n")
     }
 
+    /// A fresh, migrated schema (empty tables, never analyzed — a new deployment's) and a
+    /// connection to it of the test's own.
+    async fn migrated() -> (TestSchema, sqlx::PgConnection) {
+        let schema = TestSchema::create().await;
+        let store = PgStore::connect(&schema.url).await.expect("connect");
+        store.run_migrations().await.expect("migrate");
+        let conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
+            .await
+            .expect("a connection of the test's own");
+        (schema, conn)
+    }
+
     /// The scans of `executions` itself in `plan` (counts of running executions under a limit
     /// scan `executions r`, by status on purpose).
     fn scans_of_executions(plan: &str) -> Vec<&str> {
@@ -748,12 +760,7 @@ mod tests {
     /// execution that ran since the last vacuum.
     #[tokio::test]
     async fn statements_on_one_execution_find_it_by_id() {
-        let schema = TestSchema::create().await;
-        let store = PgStore::connect(&schema.url).await.expect("connect");
-        store.run_migrations().await.expect("migrate");
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
-            .await
-            .expect("a connection of the test's own");
+        let (_schema, mut conn) = migrated().await;
         let fenced = [
             "uuid",
             "int4",
@@ -798,12 +805,7 @@ mod tests {
     /// live executions' index, at any batch size.
     #[tokio::test]
     async fn batches_of_results_never_scan_every_execution() {
-        let schema = TestSchema::create().await;
-        let store = PgStore::connect(&schema.url).await.expect("connect");
-        store.run_migrations().await.expect("migrate");
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
-            .await
-            .expect("a connection of the test's own");
+        let (_schema, mut conn) = migrated().await;
         for rows in [2, 8, 256] {
             let values: Vec<String> = (0..rows)
                 .map(|r| {
