@@ -715,10 +715,7 @@ mod tests {
         types: &[&str],
     ) -> String {
         let nulls = vec!["NULL"; types.len()].join(", ");
-        let script = format!(
-            "SET plan_cache_mode = force_generic_plan; PREPARE {name} ({}) AS {sql}",
-            types.join(", ")
-        );
+        let script = format!("PREPARE {name} ({}) AS {sql}", types.join(", "));
         sqlx::raw_sql(sqlx::AssertSqlSafe(script))
             .execute(&mut *conn)
             .await
@@ -736,14 +733,18 @@ mod tests {
     }
 
     /// A fresh, migrated schema (empty tables, never analyzed — a new deployment's) and a
-    /// connection to it of the test's own.
+    /// connection to it of the test's own, whose prepared statements get generic plans at once.
     async fn migrated() -> (TestSchema, sqlx::PgConnection) {
         let schema = TestSchema::create().await;
         let store = PgStore::connect(&schema.url).await.expect("connect");
         store.run_migrations().await.expect("migrate");
-        let conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&schema.url)
             .await
             .expect("a connection of the test's own");
+        sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut conn)
+            .await
+            .expect("plans of this connection are generic at once");
         (schema, conn)
     }
 
@@ -761,23 +762,12 @@ mod tests {
     #[tokio::test]
     async fn statements_on_one_execution_find_it_by_id() {
         let (_schema, mut conn) = migrated().await;
-        let fenced = [
-            "uuid",
-            "int4",
-            "text",
-            "timestamptz",
-            "text",
-            "jsonb",
-            "text",
-            "int4",
-            "int8",
-            "timestamptz",
-            "jsonb",
-            "bool",
-        ];
+        // A result's columns as [`FINISH_FINAL`] and [`FINISH_RETRY`] bind them: those of a
+        // batch row up to the duration, then `run_at` ($10), usage and sandboxed.
+        let fenced = [&FINISH_ROW[..9], &["timestamptz"], &FINISH_ROW[9..11]].concat();
         let cases: [(&str, &str, Vec<&str>); 5] = [
-            ("a final result", FINISH_FINAL, fenced.to_vec()),
-            ("a retry", FINISH_RETRY, fenced.to_vec()),
+            ("a final result", FINISH_FINAL, fenced.clone()),
+            ("a retry", FINISH_RETRY, fenced),
             (
                 "a lease renewal",
                 RENEW_LEASE,
