@@ -24,6 +24,10 @@ WORKERS="${WORKERS:-2}"
 ONLY="${ONLY:-all}"
 RUNS="${RUNS:-}"
 PG="${CODEX32_BENCH_PG:-postgres://codex32:codex32@127.0.0.1:5432}"
+# Connection parameters of codex32's own database URL. The PostgreSQL of a Debian package
+# offers TLS, which a client takes when it may; over loopback it only adds work to every
+# statement on both ends, so the bench asks for none (set to "" to measure with it).
+PG_PARAMS="${CODEX32_BENCH_PG_PARAMS-sslmode=disable}"
 REDIS_PORT="${CODEX32_BENCH_REDIS_PORT:-16379}"
 ADMIN_EMAIL=bench@codex32.local
 ADMIN_PASSWORD=bench-password-0123
@@ -157,7 +161,7 @@ run_distributed() {
   psql "$PG/postgres" -qtAX -c "DROP DATABASE IF EXISTS codex32_bench" -c "CREATE DATABASE codex32_bench" >/dev/null
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.out" 2>&1 &
   PIDS+=($!)
-  export CODEX32_DATABASE_URL="$PG/codex32_bench" CODEX32_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+  export CODEX32_DATABASE_URL="$PG/codex32_bench${PG_PARAMS:+?$PG_PARAMS}" CODEX32_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
   export CODEX32_DATA_DIR="$WORK/dist-data"
   "$BIN" migrate >/dev/null
   start api api

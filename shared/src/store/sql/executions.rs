@@ -410,8 +410,10 @@ macro_rules! execution_store {
                 let rows = sorted.as_deref().unwrap_or(news);
                 if $ctes && news.len() <= BATCH_ROWS {
                     // One statement writes the rows and their entries: no transaction needed.
-                    let created = insert_rows!($db, &self.pool, rows, owner_id, at, $ctes);
-                    let holders = key_holders!($db, &self.pool, news, &created);
+                    let mut conn = self.lend().await?;
+                    let created = insert_rows!($db, &mut *conn, rows, owner_id, at, $ctes);
+                    let holders = key_holders!($db, &mut *conn, news, &created);
+                    conn.done();
                     return in_request_order(news, created, holders);
                 }
                 let mut tx = self.pool.begin().await?;
@@ -523,7 +525,10 @@ macro_rules! execution_store {
                             columns!(),
                             " FROM c"
                         ));
-                        q.build_query_as().fetch_all(&self.pool).await?
+                        let mut conn = self.lend().await?;
+                        let rows = q.build_query_as().fetch_all(&mut *conn).await?;
+                        conn.done();
+                        rows
                     } else {
                         let mut tx = self.pool.begin().await?;
                         let rows: Vec<Execution> = q.build_query_as().fetch_all(&mut *tx).await?;
@@ -553,13 +558,15 @@ macro_rules! execution_store {
                 worker_id: &str,
                 until: Timestamp,
             ) -> Result<Option<bool>, StoreError> {
+                let mut conn = self.lend().await?;
                 let row: Option<(bool,)> = sqlx::query_as(RENEW_LEASE)
                     .bind(id)
                     .bind(attempt)
                     .bind(worker_id)
                     .bind(until)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?;
+                conn.done();
                 Ok(row.map(|(cancel,)| cancel))
             }
 
@@ -581,9 +588,11 @@ macro_rules! execution_store {
                 let mut written_together = HashSet::new();
                 if batched && $ctes && !retries {
                     // Final results only: one statement writes them and their entries.
+                    let mut conn = self.lend().await?;
                     for chunk in finals.chunks(BATCH_ROWS) {
-                        written_together.extend(finish_rows!($db, &self.pool, chunk, tail));
+                        written_together.extend(finish_rows!($db, &mut *conn, chunk, tail));
                     }
+                    conn.done();
                     return Ok(finishes
                         .iter()
                         .map(|f| written_together.contains(&f.id))

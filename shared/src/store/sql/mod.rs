@@ -5,6 +5,7 @@
 mod account_tokens;
 mod bots;
 mod executions;
+mod held;
 mod logs;
 mod oauth;
 mod ops;
@@ -17,11 +18,14 @@ mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, PgPool, SqlitePool};
+use sqlx::{Connection, PgPool, Postgres, Sqlite, SqlitePool};
+
+use held::{Held, Lent};
 
 use super::StoreError;
 
@@ -31,10 +35,14 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 /// SQLite connections for reads (besides the one that writes).
 const READ_CONNECTIONS: u32 = 4;
 
+/// Connections of PostgreSQL's pool kept between the most frequent statements ([`held`]).
+const PG_KEPT_CONNECTIONS: usize = 4;
+
 /// The distributed store.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    held: Arc<Held<Postgres>>,
 }
 
 /// The embedded store: one SQLite file in WAL mode.
@@ -43,6 +51,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Connections of their own for listings and reports (see [`SqliteStore::reads`]).
     readers: SqlitePool,
+    /// Keeps none: the pool's one connection must go back to it after every use.
+    held: Arc<Held<Sqlite>>,
 }
 
 impl PgStore {
@@ -70,7 +80,13 @@ impl PgStore {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        let held = Held::new(pool.clone(), PG_KEPT_CONNECTIONS);
+        Ok(Self { pool, held })
+    }
+
+    /// A connection for one of the most frequent statements; [`Lent::done`] after it.
+    async fn lend(&self) -> Result<Lent<Postgres>, StoreError> {
+        self.held.lend().await
     }
 
     /// Where listings and reports read: the one pool (PostgreSQL serves reads beside writes).
@@ -130,9 +146,19 @@ impl SqliteStore {
                 .test_before_acquire(false)
                 .connect_lazy_with(options.pragma("query_only", "ON"))
         };
-        let store = Self { pool, readers };
+        let held = Held::new(pool.clone(), 0);
+        let store = Self {
+            pool,
+            readers,
+            held,
+        };
         store.run_migrations().await?;
         Ok(store)
+    }
+
+    /// The writing connection, as [`PgStore::lend`] (given back after every use).
+    async fn lend(&self) -> Result<Lent<Sqlite>, StoreError> {
+        self.held.lend().await
     }
 
     /// Where listings and reports read: connections of their own, so a long read (a
