@@ -156,6 +156,16 @@ mod tests {
             .expect("a backend pid")
     }
 
+    /// A connection lent now answers a statement.
+    async fn lends_a_working_connection(held: &Arc<Held<Postgres>>) {
+        let mut conn = held.lend().await.expect("a connection");
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("a working connection");
+        assert_eq!(one, 1);
+    }
+
     #[tokio::test]
     async fn a_connection_whose_statements_ended_is_lent_again() {
         let (_schema, pool) = pool(4).await;
@@ -181,14 +191,7 @@ mod tests {
         drop(conn);
         assert_eq!(held.kept(), 0);
         // The pool takes it back (after its ping) and lends it as any other.
-        let mut again = held.lend().await.expect("a connection");
-        assert_eq!(
-            sqlx::query_scalar::<_, i32>("SELECT 1")
-                .fetch_one(&mut *again)
-                .await
-                .expect("a working connection"),
-            1
-        );
+        lends_a_working_connection(&held).await;
     }
 
     #[tokio::test]
@@ -202,14 +205,7 @@ mod tests {
         drop(conn);
         assert_eq!(held.kept(), 0);
         // The pool's only connection comes back usable once the statement has ended.
-        let mut next = held.lend().await.expect("a connection");
-        assert_eq!(
-            sqlx::query_scalar::<_, i32>("SELECT 2")
-                .fetch_one(&mut *next)
-                .await
-                .expect("a working connection"),
-            2
-        );
+        lends_a_working_connection(&held).await;
     }
 
     #[tokio::test]
