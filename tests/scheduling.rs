@@ -280,6 +280,41 @@ async fn an_every_second_schedule_fires_once_a_second_with_two_schedulers_and_su
 }
 
 #[tokio::test]
+async fn a_schedule_created_between_ticks_fires_on_time() {
+    // Ticks a minute apart: only the bot change heard on the bus can tell the cron leader of
+    // the new schedule before its first fire times.
+    let cluster = Cluster::start(1, &[("CODEX32_SCHEDULER_TICK_MS", "60000")]).await;
+    let c = cluster.client.clone();
+    let db = cluster.db().await;
+    let bot = c
+        .bot(
+            json!({"name": "new-ticker", "runtime": "bash", "script": "true",
+            "schedule": {"cron": "* * * * * *", "overlap": "allow", "missed": "skip"}}),
+        )
+        .await;
+    let fired = eventually(
+        Duration::from_secs(20),
+        "three fires of the new schedule",
+        || {
+            let (db, bot) = (db.clone(), bot.clone());
+            async move {
+                let times = fire_times(&db, &bot).await;
+                (times.len() >= 3).then_some(times)
+            }
+        },
+    )
+    .await;
+    let (late,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM executions WHERE bot_id = $1::uuid AND queued_at - scheduled_for > interval '1 second'",
+    )
+    .bind(&bot)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(late, 0, "every fire within a second of its time: {fired:?}");
+}
+
+#[tokio::test]
 async fn overlap_policies_behave_as_named_with_a_bot_slower_than_its_schedule() {
     let cluster = Cluster::start(2, &[("CODEX32_CONCURRENCY", "12")]).await;
     let c = cluster.client.clone();

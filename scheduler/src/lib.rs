@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use codex32_shared::Backends;
 use codex32_shared::Timestamp;
+use codex32_shared::bus::Event;
 use codex32_shared::config::{Config, SchedulerConfig};
 use codex32_shared::queue::QueueItem;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,10 @@ pub use stranded::Stranded;
 
 /// Rows handled per store round trip.
 pub(crate) const PAGE: i64 = 1000;
+
+/// Least time between two cron passes woken by bot changes: bots created or changed together
+/// (a script creating a thousand) make one pass per interval, not one each.
+const CHANGES_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs the reconcilers until `shutdown`.
 pub async fn run(
@@ -48,6 +53,7 @@ pub async fn run(
     );
     let mut firing = Firing::new(holder.clone());
     let mut stranded = Stranded::default();
+    let mut changes = Changes::new(&backends);
     tracing::info!(
         holder = %holder,
         tick_ms = sc.tick_ms,
@@ -60,6 +66,11 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             // A fire time comes before the next tick: fire on time, not up to a tick late.
             _ = tokio::time::sleep_until(next_fire) => {
+                log_failure("cron", firing.tick(&backends, Timestamp::now()).await);
+            }
+            // A schedule created or changed just before its fire time is fired on time: the
+            // leader learns of it now, not at its next tick.
+            _ = changes.pass() => {
                 log_failure("cron", firing.tick(&backends, Timestamp::now()).await);
             }
             _ = tick.tick() => {
@@ -77,6 +88,62 @@ pub async fn run(
     }
     tracing::info!("Scheduler stopped.");
     Ok(())
+}
+
+/// Bot changes heard on the bus (a bot created, changed, paused, resumed or deleted), each
+/// asking for a cron pass at most [`CHANGES_EVERY`] after the last one.
+struct Changes {
+    /// None once the bus has closed: the ticks still find every change.
+    events: Option<tokio::sync::broadcast::Receiver<Event>>,
+    pass_at: Option<tokio::time::Instant>,
+    last_pass: Option<tokio::time::Instant>,
+}
+
+impl Changes {
+    fn new(backends: &Backends) -> Self {
+        Self {
+            events: Some(backends.bus.subscribe()),
+            pass_at: None,
+            last_pass: None,
+        }
+    }
+
+    /// Returns when a pass that a change asked for is due. Cancel-safe: what was heard stays
+    /// noted for the next call.
+    async fn pass(&mut self) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let listening = self.events.is_some();
+            let asked = self.pass_at.is_some();
+            let at = self.pass_at.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                event = async { self.events.as_mut().expect("listening").recv().await }, if listening => {
+                    match event {
+                        // Missed events may have been changes: they ask for a pass too.
+                        Ok(Event::BotChanged { .. }) | Err(RecvError::Lagged(_)) => self.ask(),
+                        Ok(_) => {}
+                        Err(RecvError::Closed) => self.events = None,
+                    }
+                }
+                _ = tokio::time::sleep_until(at), if asked => {
+                    self.pass_at = None;
+                    self.last_pass = Some(tokio::time::Instant::now());
+                    return;
+                }
+                else => return std::future::pending().await,
+            }
+        }
+    }
+
+    fn ask(&mut self) {
+        if self.pass_at.is_none() {
+            let now = tokio::time::Instant::now();
+            let soonest = self
+                .last_pass
+                .map_or(now, |at| (at + CHANGES_EVERY).max(now));
+            self.pass_at = Some(soonest);
+        }
+    }
 }
 
 /// When to wake for a fire time: just after it (a fire time is due once it has passed), or

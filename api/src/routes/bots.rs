@@ -138,6 +138,10 @@ async fn create_bot(
         )
         .await?;
     }
+    if bot.spec.schedule.is_some() {
+        // The cron leader learns of the schedule now, in time for its first fire.
+        announce_change(&state, bot.id).await;
+    }
     Ok((StatusCode::CREATED, axum::Json(bot.into())))
 }
 

@@ -85,8 +85,8 @@ pub enum Event {
     /// An API key was revoked: API processes forget it at once.
     #[serde(rename = "api_key.revoked")]
     ApiKeyRevoked { key_id: Uuid },
-    /// A bot changed (a new version, deleted, paused or resumed): API processes read it
-    /// again.
+    /// A bot changed (created with a schedule, a new version, deleted, paused or resumed): API
+    /// processes read it again, and the cron leader its schedules.
     #[serde(rename = "bot.changed")]
     BotChanged { bot_id: Uuid },
     /// A secret of this scope (`bot:<id>`, `user:<id>`) was set or deleted: workers read the
