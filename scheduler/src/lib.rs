@@ -119,9 +119,10 @@ impl Changes {
             tokio::select! {
                 event = async { self.events.as_mut().expect("listening").recv().await }, if listening => {
                     match event {
-                        // Missed events may have been changes: they ask for a pass too.
-                        Ok(Event::BotChanged { .. }) | Err(RecvError::Lagged(_)) => self.ask(),
-                        Ok(_) => {}
+                        Ok(Event::BotChanged { .. }) => self.ask(),
+                        // Missed events (a receiver that lagged behind a flood of them in
+                        // `codex32 dev`, where it hears every event) wait for the next tick.
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
                         Err(RecvError::Closed) => self.events = None,
                     }
                 }
