@@ -410,7 +410,7 @@ macro_rules! execution_store {
                 let rows = sorted.as_deref().unwrap_or(news);
                 if $ctes && news.len() <= BATCH_ROWS {
                     // One statement writes the rows and their entries: no transaction needed.
-                    let mut conn = self.lend().await?;
+                    let mut conn = self.held.lend().await?;
                     let created = insert_rows!($db, &mut *conn, rows, owner_id, at, $ctes);
                     let holders = key_holders!($db, &mut *conn, news, &created);
                     conn.done();
@@ -525,7 +525,7 @@ macro_rules! execution_store {
                             columns!(),
                             " FROM c"
                         ));
-                        let mut conn = self.lend().await?;
+                        let mut conn = self.held.lend().await?;
                         let rows = q.build_query_as().fetch_all(&mut *conn).await?;
                         conn.done();
                         rows
@@ -558,7 +558,7 @@ macro_rules! execution_store {
                 worker_id: &str,
                 until: Timestamp,
             ) -> Result<Option<bool>, StoreError> {
-                let mut conn = self.lend().await?;
+                let mut conn = self.held.lend().await?;
                 let row: Option<(bool,)> = sqlx::query_as(RENEW_LEASE)
                     .bind(id)
                     .bind(attempt)
@@ -588,7 +588,7 @@ macro_rules! execution_store {
                 let mut written_together = HashSet::new();
                 if batched && $ctes && !retries {
                     // Final results only: one statement writes them and their entries.
-                    let mut conn = self.lend().await?;
+                    let mut conn = self.held.lend().await?;
                     for chunk in finals.chunks(BATCH_ROWS) {
                         written_together.extend(finish_rows!($db, &mut *conn, chunk, tail));
                     }

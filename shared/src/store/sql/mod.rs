@@ -25,7 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgPool, Postgres, Sqlite, SqlitePool};
 
-use held::{Held, Lent};
+use held::Held;
 
 use super::StoreError;
 
@@ -42,6 +42,7 @@ const PG_KEPT_CONNECTIONS: usize = 4;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections for the most frequent statements: `held.lend()`, then `done()` after it.
     held: Arc<Held<Postgres>>,
 }
 
@@ -82,11 +83,6 @@ impl PgStore {
             .await?;
         let held = Held::new(pool.clone(), PG_KEPT_CONNECTIONS);
         Ok(Self { pool, held })
-    }
-
-    /// A connection for one of the most frequent statements; [`Lent::done`] after it.
-    async fn lend(&self) -> Result<Lent<Postgres>, StoreError> {
-        self.held.lend().await
     }
 
     /// Where listings and reports read: the one pool (PostgreSQL serves reads beside writes).
@@ -154,11 +150,6 @@ impl SqliteStore {
         };
         store.run_migrations().await?;
         Ok(store)
-    }
-
-    /// The writing connection, as [`PgStore::lend`] (given back after every use).
-    async fn lend(&self) -> Result<Lent<Sqlite>, StoreError> {
-        self.held.lend().await
     }
 
     /// Where listings and reports read: connections of their own, so a long read (a
