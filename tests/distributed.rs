@@ -220,3 +220,48 @@ async fn api_and_workers_refuse_to_start_without_redis_and_say_what_to_do() {
         "{log}"
     );
 }
+
+/// A new deployment's `executions` is tiny when its statements are first planned; the
+/// scheduler takes new statistics as it grows, so that no plan made then (a scan of the whole
+/// table, cheapest at a handful of rows) outlives its youth. Autovacuum's own analyses count
+/// separately (`last_autoanalyze`), so only the scheduler's can pass this.
+#[tokio::test]
+async fn the_scheduler_takes_planner_statistics_as_executions_grows() {
+    let cluster = Cluster::start(0, &[]).await;
+    let c = &cluster.client;
+    let bot = c
+        .bot(json!({"name": "many", "runtime": "bash", "script": "exit 0"}))
+        .await;
+    let db = cluster.db().await;
+    let analyses = || async {
+        let (manual, pages): (i64, i32) = sqlx::query_as(
+            "SELECT s.analyze_count, c.relpages FROM pg_stat_user_tables s
+             JOIN pg_class c ON c.oid = s.relid WHERE s.relid = to_regclass('executions')",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        (manual, pages)
+    };
+    assert_eq!(analyses().await, (0, 0), "a new table has no statistics");
+    let batch =
+        json!({"executions": (0..500).map(|i| json!({"input": {"n": i}})).collect::<Vec<_>>()});
+    for _ in 0..2 {
+        let (status, body) = c
+            .post(&format!("/bots/{bot}/executions/batch"), batch.clone())
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (manual, pages) = eventually(LONG, "the scheduler to analyze executions", || async {
+        let (manual, pages) = analyses().await;
+        (manual > 0).then_some((manual, pages))
+    })
+    .await;
+    assert!(
+        pages >= 16,
+        "the statistics see the grown table: {pages} pages"
+    );
+    // Nothing more to take until the table has grown again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(analyses().await, (manual, pages));
+}

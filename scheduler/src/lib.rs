@@ -4,7 +4,9 @@
 //!
 //! - [`promote`]: delayed and retrying executions whose time has come become ready;
 //! - [`reap_leases`]: executions whose worker stopped renewing its lease are retried or failed;
-//! - [`reconcile`]: queued executions missing from the queue (Redis lost them) are re-enqueued.
+//! - [`reconcile`]: queued executions missing from the queue (Redis lost them) are re-enqueued;
+//! - [`statistics`]: tables that grow with every execution get new planner statistics each
+//!   time they double, so no plan made on a young table outlives its youth.
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 mod firing;
 mod keeper;
 mod leases;
+pub mod statistics;
 mod stranded;
 
 pub use firing::{Firing, LEAD_FOR};
@@ -54,6 +57,7 @@ pub async fn run(
     let mut firing = Firing::new(holder.clone());
     let mut stranded = Stranded::default();
     let mut changes = Changes::new(&backends);
+    let statistics = tokio::spawn(statistics::keep_fresh(backends.clone(), shutdown.clone()));
     tracing::info!(
         holder = %holder,
         tick_ms = sc.tick_ms,
@@ -86,6 +90,7 @@ pub async fn run(
             }
         }
     }
+    let _ = statistics.await;
     tracing::info!("Scheduler stopped.");
     Ok(())
 }

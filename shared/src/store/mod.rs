@@ -440,6 +440,28 @@ pub trait OpsStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Applies pending schema migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// The size of each table that grows with every execution, now and as its planner
+    /// statistics last saw it (see [`TableSize`]); empty for a database whose plans never
+    /// outlive the statistics they were made with.
+    async fn table_sizes(&self) -> Result<Vec<TableSize>, StoreError>;
+    /// Takes new planner statistics of a table [`OpsStore::table_sizes`] named; every
+    /// connection then plans its statements on that table again.
+    async fn analyze(&self, table: &str) -> Result<(), StoreError>;
+}
+
+/// A table's size in pages, now and when its planner statistics were last taken.
+///
+/// PostgreSQL plans a statement that a connection runs again and again once, generically,
+/// and keeps that plan until the statistics of its tables change. A plan made while
+/// `executions` was small (a new deployment) can scan the whole table, cheap then and ever
+/// dearer as it grows. `ANALYZE` (autovacuum's, or the scheduler's while the table is young) makes every
+/// connection plan again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSize {
+    pub table: String,
+    pub pages: i64,
+    /// 0 while the table has never been analyzed or vacuumed.
+    pub pages_in_statistics: i64,
 }
 
 /// A refresh token as issued (its JWT carries `id` and `family_id`).

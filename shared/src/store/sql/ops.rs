@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::{PgStore, SqliteStore};
 use crate::domain::WorkerInfo;
-use crate::store::{AuditEntry, AuditFilter, AuditRecord, OpsStore, StoreError};
+use crate::store::{AuditEntry, AuditFilter, AuditRecord, OpsStore, StoreError, TableSize};
 
 macro_rules! ops_store {
     ($store:ty, $db:ty) => {
@@ -87,8 +87,71 @@ macro_rules! ops_store {
             async fn migrate(&self) -> Result<(), StoreError> {
                 self.run_migrations().await
             }
+
+            async fn table_sizes(&self) -> Result<Vec<TableSize>, StoreError> {
+                self.growing_table_sizes().await
+            }
+
+            async fn analyze(&self, table: &str) -> Result<(), StoreError> {
+                self.analyze_growing(table).await
+            }
         }
     };
+}
+
+/// The tables that grow with every execution, and the statement that analyzes each: the
+/// columns their statements filter and join on. The others (inputs, outputs, errors) steer no
+/// plan and cost most to sample: three times the time of these, measured at 60,000 rows.
+const GROWING: &[(&str, &str)] = &[(
+    "executions",
+    "ANALYZE executions (id, bot_id, owner_id, pool, status, attempt, worker_id, run_at,
+     lease_expires_at, max_concurrency, scheduled_for)",
+)];
+
+impl PgStore {
+    async fn growing_table_sizes(&self) -> Result<Vec<TableSize>, StoreError> {
+        let names: Vec<&str> = GROWING.iter().map(|(name, _)| *name).collect();
+        // `to_regclass` follows the search path, as the statements that use the tables do.
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT t, c.relpages::bigint, pg_relation_size(c.oid) / current_setting('block_size')::bigint
+             FROM unnest($1::text[]) AS t JOIN pg_class c ON c.oid = to_regclass(t)",
+        )
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(table, pages_in_statistics, pages)| TableSize {
+                table,
+                pages,
+                pages_in_statistics,
+            })
+            .collect())
+    }
+
+    async fn analyze_growing(&self, table: &str) -> Result<(), StoreError> {
+        let Some((_, statement)) = GROWING.iter().find(|(name, _)| *name == table) else {
+            return Err(StoreError::Config(format!(
+                "{table:?} is not a table whose statistics codex32 takes"
+            )));
+        };
+        sqlx::raw_sql(*statement).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// SQLite plans each statement when it prepares it, from what `ANALYZE` last stored (nothing,
+/// unless someone ran it): there is no plan to renew.
+impl SqliteStore {
+    async fn growing_table_sizes(&self) -> Result<Vec<TableSize>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn analyze_growing(&self, table: &str) -> Result<(), StoreError> {
+        Err(StoreError::Config(format!(
+            "{table:?}: the embedded store takes no planner statistics"
+        )))
+    }
 }
 
 ops_store!(PgStore, sqlx::Postgres);
