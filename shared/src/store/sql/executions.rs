@@ -254,7 +254,7 @@ macro_rules! key_holders {
             let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
                 "SELECT ",
                 columns!(),
-                " FROM executions WHERE (bot_id, idempotency_key) IN ("
+                " FROM executions WHERE idempotency_key IS NOT NULL AND (bot_id, idempotency_key) IN ("
             ));
             q.push_values(chunk, |mut row, (bot_id, key)| {
                 row.push_bind(*bot_id).push_bind(key);
