@@ -221,10 +221,11 @@ async fn api_and_workers_refuse_to_start_without_redis_and_say_what_to_do() {
     );
 }
 
-/// A new deployment's `executions` is tiny when its statements are first planned; the
-/// scheduler takes new statistics as it grows, so that no plan made then (a scan of the whole
-/// table, cheapest at a handful of rows) outlives its youth. Autovacuum's own analyses count
-/// separately (`last_autoanalyze`), so only the scheduler's can pass this.
+/// A new deployment's `executions` is tiny when its statements are first planned; the cron
+/// leader takes new statistics each time it has grown fourfold, so that no plan made then (a
+/// scan of the whole table, cheapest at a handful of rows) outlives its youth. Only manual
+/// analyses count in `analyze_count` (autovacuum's have a counter of their own), so only the
+/// scheduler's can pass this.
 #[tokio::test]
 async fn the_scheduler_takes_planner_statistics_as_executions_grows() {
     let cluster = Cluster::start(0, &[]).await;
@@ -233,35 +234,59 @@ async fn the_scheduler_takes_planner_statistics_as_executions_grows() {
         .bot(json!({"name": "many", "runtime": "bash", "script": "exit 0"}))
         .await;
     let db = cluster.db().await;
-    let analyses = || async {
-        let (manual, pages): (i64, i32) = sqlx::query_as(
-            "SELECT s.analyze_count, c.relpages FROM pg_stat_user_tables s
-             JOIN pg_class c ON c.oid = s.relid WHERE s.relid = to_regclass('executions')",
+    // Autovacuum's analyses would move the size the scheduler measures growth from.
+    sqlx::query("ALTER TABLE executions SET (autovacuum_enabled = off)")
+        .execute(&db)
+        .await
+        .unwrap();
+    // (analyses, pages in the statistics, pages now)
+    let statistics = || async {
+        let row: (i64, i32, i64) = sqlx::query_as(
+            "SELECT s.analyze_count, c.relpages, pg_relation_size(c.oid) / 8192
+             FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+             WHERE s.relid = to_regclass('executions')",
         )
         .fetch_one(&db)
         .await
         .unwrap();
-        (manual, pages)
+        row
     };
-    assert_eq!(analyses().await, (0, 0), "a new table has no statistics");
-    let batch =
-        json!({"executions": (0..500).map(|i| json!({"input": {"n": i}})).collect::<Vec<_>>()});
-    for _ in 0..2 {
-        let (status, body) = c
-            .post(&format!("/bots/{bot}/executions/batch"), batch.clone())
-            .await;
+    let add_1000 = || async {
+        let items: Vec<_> = (0..1000).map(|i| json!({"input": {"n": i}})).collect();
+        let path = format!("/bots/{bot}/executions/batch");
+        let (status, body) = c.post(&path, json!({ "executions": items })).await;
         assert_eq!(status, 202, "{body}");
-    }
-    let (manual, pages) = eventually(LONG, "the scheduler to analyze executions", || async {
-        let (manual, pages) = analyses().await;
-        (manual > 0).then_some((manual, pages))
+    };
+    assert_eq!(statistics().await.0, 0, "a new table has no statistics");
+
+    add_1000().await;
+    add_1000().await;
+    assert!(statistics().await.2 >= 16, "{:?}", statistics().await);
+    let first = eventually(LONG, "a first analysis", || async {
+        let (analyses, pages, _) = statistics().await;
+        (analyses > 0).then_some((analyses, pages))
     })
     .await;
-    assert!(
-        pages >= 16,
-        "the statistics see the grown table: {pages} pages"
+    assert_eq!(
+        first.0, 1,
+        "one analysis while the table has not grown fourfold"
     );
-    // Nothing more to take until the table has grown again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(analyses().await, (manual, pages));
+    assert!(
+        first.1 >= 16,
+        "the statistics see the grown table: {first:?}"
+    );
+
+    for _ in 0..20 {
+        if statistics().await.2 >= first.1 as i64 * 4 {
+            break;
+        }
+        add_1000().await;
+    }
+    let second = eventually(LONG, "a second analysis", || async {
+        let (analyses, pages, _) = statistics().await;
+        (analyses > 1).then_some((analyses, pages))
+    })
+    .await;
+    assert_eq!(second.0, 2);
+    assert!(second.1 >= first.1 * 4, "{first:?} then {second:?}");
 }

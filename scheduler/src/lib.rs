@@ -6,8 +6,11 @@
 //! - [`reap_leases`]: executions whose worker stopped renewing its lease are retried or failed;
 //! - [`reconcile`]: queued executions missing from the queue (Redis lost them) are re-enqueued;
 //! - [`statistics`]: tables that grow with every execution get new planner statistics each
-//!   time they double, so no plan made on a young table outlives its youth.
+//!   time they have grown fourfold while young, so no plan made on a near-empty table
+//!   outlives its youth.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use codex32_shared::Backends;
@@ -20,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 mod firing;
 mod keeper;
 mod leases;
-pub mod statistics;
+mod statistics;
 mod stranded;
 
 pub use firing::{Firing, LEAD_FOR};
@@ -57,7 +60,12 @@ pub async fn run(
     let mut firing = Firing::new(holder.clone());
     let mut stranded = Stranded::default();
     let mut changes = Changes::new(&backends);
-    let statistics = tokio::spawn(statistics::keep_fresh(backends.clone(), shutdown.clone()));
+    let leading = Arc::new(AtomicBool::new(false));
+    let statistics = tokio::spawn(statistics::keep_fresh(
+        backends.clone(),
+        leading.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         holder = %holder,
         tick_ms = sc.tick_ms,
@@ -89,6 +97,7 @@ pub async fn run(
                 }
             }
         }
+        leading.store(firing.leading(), Ordering::Relaxed);
     }
     let _ = statistics.await;
     tracing::info!("Scheduler stopped.");

@@ -6,12 +6,14 @@
 //! then cheapest as a scan of the whole table, and stays a scan as the table grows — on this
 //! project's benchmark machine, half of PostgreSQL's time in a burst of 20,000 executions.
 //! Autovacuum's `ANALYZE` fixes it, but only at its next round (a minute apart by default) and
-//! never where autovacuum is off. So the scheduler analyzes such a table each time it has grown
-//! fourfold since its statistics were taken, until they were taken at [`MAX_PAGES`]: four
-//! times in a deployment's life at most (each `ANALYZE` reads a sample of at most 30,000 rows,
-//! ~0.1 s of PostgreSQL's time at that size), fewer where autovacuum comes first.
+//! never where autovacuum is off. So the cron leader analyzes such a table each time it has
+//! grown fourfold since its statistics were taken, until they were taken at [`MAX_PAGES`]:
+//! four times in a deployment's life at most (each `ANALYZE` of the columns that steer plans
+//! takes 50–80 ms of PostgreSQL's time at that size), fewer where autovacuum comes first.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use codex32_shared::Backends;
@@ -19,7 +21,7 @@ use codex32_shared::store::TableSize;
 use tokio_util::sync::CancellationToken;
 
 /// How often table sizes are checked: one catalog query.
-pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Below this many pages (8 KiB each) every plan is cheap: nothing to refresh.
 const MIN_PAGES: i64 = 16;
@@ -36,18 +38,31 @@ const GROWTH: i64 = 4;
 
 /// What this scheduler analyzed, by table: the size it saw then. A role that may not analyze
 /// a table gets a warning from PostgreSQL, not an error, and leaves the statistics as they
-/// were; remembering the size keeps it from trying again before the table doubles once more.
+/// were; remembering the size keeps it from trying again before the table has grown fourfold
+/// once more.
 #[derive(Default)]
-pub struct Statistics {
+struct Statistics {
     analyzed_at: HashMap<String, i64>,
 }
 
+/// What a refresh found.
+#[derive(Debug, PartialEq, Eq)]
+enum Refreshed {
+    /// This many tables were analyzed.
+    Analyzed(usize),
+    /// No table can come due again (they all passed [`MAX_PAGES`], or the store has none).
+    Settled,
+}
+
 impl Statistics {
-    /// Analyzes the tables that grew [`GROWTH`]-fold since their statistics were taken;
-    /// returns how many.
-    pub async fn refresh(&mut self, backends: &Backends) -> anyhow::Result<usize> {
+    /// Analyzes the tables that grew [`GROWTH`]-fold since their statistics were taken.
+    async fn refresh(&mut self, backends: &Backends) -> anyhow::Result<Refreshed> {
+        let sizes = backends.store.table_sizes().await?;
+        if sizes.iter().all(|size| self.seen(size) >= MAX_PAGES) {
+            return Ok(Refreshed::Settled);
+        }
         let mut analyzed = 0;
-        for size in backends.store.table_sizes().await? {
+        for size in sizes {
             if !self.due(&size) {
                 continue;
             }
@@ -56,23 +71,29 @@ impl Statistics {
             self.analyzed_at.insert(size.table, size.pages);
             analyzed += 1;
         }
-        Ok(analyzed)
+        Ok(Refreshed::Analyzed(analyzed))
     }
 
-    fn due(&self, size: &TableSize) -> bool {
-        let seen = self
-            .analyzed_at
+    /// The largest size the table's statistics were taken at, as far as this scheduler knows.
+    fn seen(&self, size: &TableSize) -> i64 {
+        self.analyzed_at
             .get(&size.table)
             .copied()
             .unwrap_or(0)
-            .max(size.pages_in_statistics);
+            .max(size.pages_in_statistics)
+    }
+
+    fn due(&self, size: &TableSize) -> bool {
+        let seen = self.seen(size);
         size.pages >= MIN_PAGES && seen < MAX_PAGES && size.pages >= seen.saturating_mul(GROWTH)
     }
 }
 
-/// Refreshes statistics every [`CHECK_EVERY`] until `shutdown`: a task of its own, so that an
-/// `ANALYZE` never delays a cron fire.
-pub async fn keep_fresh(backends: Backends, shutdown: CancellationToken) {
+/// Refreshes statistics every [`CHECK_EVERY`] while this scheduler leads (`leading`, kept by
+/// the cron loop: one `ANALYZE` per growth step however many schedulers run), until
+/// `shutdown` or until no table can come due again. A task of its own, so that an `ANALYZE`
+/// never delays a cron fire.
+pub async fn keep_fresh(backends: Backends, leading: Arc<AtomicBool>, shutdown: CancellationToken) {
     let mut statistics = Statistics::default();
     let mut every = tokio::time::interval(CHECK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -81,12 +102,17 @@ pub async fn keep_fresh(backends: Backends, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
+        if !leading.load(Ordering::Relaxed) {
+            continue;
+        }
         let refreshed = tokio::select! {
             _ = shutdown.cancelled() => return,
             refreshed = statistics.refresh(&backends) => refreshed,
         };
-        if let Err(e) = refreshed {
-            tracing::warn!(error = %e, "Cannot refresh planner statistics; will retry.");
+        match refreshed {
+            Ok(Refreshed::Settled) => return,
+            Ok(Refreshed::Analyzed(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "Cannot refresh planner statistics; will retry."),
         }
     }
 }
@@ -125,5 +151,6 @@ mod tests {
         assert!(s.due(&size(MAX_PAGES * 10, MAX_PAGES - 1)));
         s.analyzed_at.insert("executions".into(), MAX_PAGES);
         assert!(!s.due(&size(MAX_PAGES * 10, 0)));
+        assert_eq!(s.seen(&size(MAX_PAGES * 10, 0)), MAX_PAGES);
     }
 }

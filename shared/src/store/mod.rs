@@ -454,13 +454,16 @@ pub trait OpsStore: Send + Sync {
 /// PostgreSQL plans a statement that a connection runs again and again once, generically,
 /// and keeps that plan until the statistics of its tables change. A plan made while
 /// `executions` was small (a new deployment) can scan the whole table, cheap then and ever
-/// dearer as it grows. `ANALYZE` (autovacuum's, or the scheduler's while the table is young) makes every
-/// connection plan again.
+/// dearer as it grows. `ANALYZE` (autovacuum's, or the scheduler's while the table is young)
+/// makes every connection plan again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSize {
+    /// As the database's search path resolves it.
     pub table: String,
+    /// Its size now, in pages of the database's block size (8 KiB by default).
     pub pages: i64,
-    /// 0 while the table has never been analyzed or vacuumed.
+    /// Its size when its statistics were taken (by `ANALYZE` or `VACUUM`), in pages; 0 while
+    /// it has never been analyzed or vacuumed.
     pub pages_in_statistics: i64,
 }
 

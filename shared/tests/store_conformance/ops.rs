@@ -8,6 +8,7 @@ store_cases!(
     audit_entries_are_recorded_with_and_without_an_actor,
     a_worker_upserted_twice_is_listed_once_with_its_latest_state,
     the_store_answers_a_ping_and_migrating_again_changes_nothing,
+    a_growing_table_once_analyzed_has_its_size_in_its_statistics,
 );
 
 async fn a_large_batch_of_log_lines_reads_back_in_order_from_any_offset(
@@ -228,5 +229,30 @@ async fn a_log_batch_that_fails_writes_none_of_its_lines(s: &dyn Store) -> TestR
     batch[1100].execution_id = Uuid::now_v7();
     assert!(s.append_logs(&batch).await.is_err());
     assert!(s.read_logs(e.id, 0, 5_000).await?.is_empty());
+    Ok(())
+}
+
+/// PostgreSQL names `executions` (SQLite no table: it keeps no plans to renew), and only the
+/// tables it names can be analyzed.
+async fn a_growing_table_once_analyzed_has_its_size_in_its_statistics(s: &dyn Store) -> TestResult {
+    let ada = user(s, "ada@example.com").await?;
+    let b = bot(s, &ada, "daily").await?;
+    let news: Vec<NewExecution> = (0..300).map(|_| new_execution(&b)).collect();
+    s.create_executions(&news, ada.id, at(0)).await?;
+    for size in s.table_sizes().await? {
+        ensure!(size.table == "executions", "{size:?}");
+        ensure!(
+            size.pages > 0 && size.pages_in_statistics == 0,
+            "a table never analyzed: {size:?}"
+        );
+        s.analyze(&size.table).await?;
+    }
+    for size in s.table_sizes().await? {
+        ensure!(size.pages_in_statistics == size.pages, "{size:?}");
+    }
+    ensure!(
+        matches!(s.analyze("users").await, Err(StoreError::Config(_))),
+        "a table the store does not name is refused"
+    );
     Ok(())
 }

@@ -105,7 +105,7 @@ macro_rules! ops_store {
 const GROWING: &[(&str, &str)] = &[(
     "executions",
     "ANALYZE executions (id, bot_id, owner_id, pool, status, attempt, worker_id, run_at,
-     lease_expires_at, max_concurrency, scheduled_for)",
+     lease_expires_at, max_concurrency, scheduled_for, idempotency_key)",
 )];
 
 impl PgStore {
