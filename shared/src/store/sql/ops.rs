@@ -112,21 +112,28 @@ impl PgStore {
     async fn growing_table_sizes(&self) -> Result<Vec<TableSize>, StoreError> {
         let names: Vec<&str> = GROWING.iter().map(|(name, _)| *name).collect();
         // `to_regclass` follows the search path, as the statements that use the tables do.
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
             "SELECT t, c.relpages::bigint, pg_relation_size(c.oid) / current_setting('block_size')::bigint
-             FROM unnest($1::text[]) AS t JOIN pg_class c ON c.oid = to_regclass(t)",
+             FROM unnest($1::text[]) AS t LEFT JOIN pg_class c ON c.oid = to_regclass(t)",
         )
         .bind(&names)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(table, pages_in_statistics, pages)| TableSize {
-                table,
-                pages,
-                pages_in_statistics,
-            })
-            .collect())
+        rows.into_iter()
+            .map(
+                |(table, pages_in_statistics, pages)| match (pages_in_statistics, pages) {
+                    (Some(pages_in_statistics), Some(pages)) => Ok(TableSize {
+                        table,
+                        pages,
+                        pages_in_statistics,
+                    }),
+                    // Not an empty list: that would tell the scheduler there is nothing to watch.
+                    _ => Err(StoreError::Config(format!(
+                        "table {table} does not exist: run `codex32 migrate`"
+                    ))),
+                },
+            )
+            .collect()
     }
 
     async fn analyze_growing(&self, table: &str) -> Result<(), StoreError> {
@@ -156,3 +163,26 @@ impl SqliteStore {
 
 ops_store!(PgStore, sqlx::Postgres);
 ops_store!(SqliteStore, sqlx::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestSchema;
+
+    /// A scheduler started before `codex32 migrate` must hear that the table is missing, not
+    /// that there is nothing to watch (it would stop watching for good).
+    #[tokio::test]
+    async fn sizes_of_tables_not_yet_migrated_are_an_error() {
+        let schema = TestSchema::create().await;
+        let store = PgStore::connect(&schema.url).await.expect("connect");
+        let missing = store.table_sizes().await;
+        assert!(
+            matches!(&missing, Err(StoreError::Config(m)) if m.contains("codex32 migrate")),
+            "{missing:?}"
+        );
+        store.run_migrations().await.expect("migrate");
+        let sizes = store.table_sizes().await.expect("sizes once migrated");
+        assert_eq!(sizes.len(), 1);
+        assert_eq!(sizes[0].table, "executions");
+    }
+}
