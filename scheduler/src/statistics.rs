@@ -46,10 +46,9 @@ struct Statistics {
 }
 
 /// What a refresh found.
-#[derive(Debug, PartialEq, Eq)]
 enum Refreshed {
-    /// This many tables were analyzed.
-    Analyzed(usize),
+    /// A table may still come due.
+    Watching,
     /// No table can come due again (they all passed [`MAX_PAGES`], or the store has none).
     Settled,
 }
@@ -61,7 +60,6 @@ impl Statistics {
         if sizes.iter().all(|size| self.seen(size) >= MAX_PAGES) {
             return Ok(Refreshed::Settled);
         }
-        let mut analyzed = 0;
         for size in sizes {
             if !self.due(&size) {
                 continue;
@@ -69,9 +67,8 @@ impl Statistics {
             backends.store.analyze(&size.table).await?;
             tracing::debug!(table = %size.table, pages = size.pages, "Took new planner statistics.");
             self.analyzed_at.insert(size.table, size.pages);
-            analyzed += 1;
         }
-        Ok(Refreshed::Analyzed(analyzed))
+        Ok(Refreshed::Watching)
     }
 
     /// The largest size the table's statistics were taken at, as far as this scheduler knows.
@@ -111,7 +108,7 @@ pub async fn keep_fresh(backends: Backends, leading: Arc<AtomicBool>, shutdown: 
         };
         match refreshed {
             Ok(Refreshed::Settled) => return,
-            Ok(Refreshed::Analyzed(_)) => {}
+            Ok(Refreshed::Watching) => {}
             Err(e) => tracing::warn!(error = %e, "Cannot refresh planner statistics; will retry."),
         }
     }
