@@ -10,7 +10,7 @@
 # Knobs (environment): OUT, SCALE (multiplies sizes and durations; default 1), CONCURRENCY
 # (slots of each no-op worker; default 50, as the peers in issue #7 were measured),
 # REAL_CONCURRENCY (slots of each real worker; default 16), WORKERS (distributed workers;
-# default 2), ONLY (dev or dist), RUNS (run names to keep, e.g. "burst-batch steady-1000";
+# default 2), ONLY (dev or dist), RUNS (run names to keep, e.g. "burst-batch burst-backlog";
 # default all), BIN (a codex32 binary to use instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,7 +87,8 @@ await_workers() {
   echo "bench.sh: workers did not register" >&2; exit 1
 }
 
-# The runs of standard_set; sandboxed-true runs on real workers after them.
+# The runs of standard_set; sandboxed-true runs on real workers after them; burst-backlog
+# (distributed only) before the workers start.
 STANDARD_RUNS="idle-dispatch burst burst-batch steady-1000 mixed cron-1000"
 
 # wanted NAME...: whether RUNS is unset or names one of them.
@@ -105,6 +106,18 @@ lt() {
   say "$deployment: $name"
   "$BIN" loadtest "$@" --url "$URL" --api-key "$KEY" --label "$deployment $name" \
     --out "$OUT/$deployment-$name" --drain-timeout-s 60
+}
+
+# await_ready URL KEY N: waits until the queues hold N executions ready to run.
+await_ready() {
+  for _ in $(seq 1 1200); do
+    local ready
+    ready=$(curl -sf "$1/api/v1/queues" -H "authorization: Bearer $2" |
+      python3 -c 'import json, sys; print(sum(p["ready"] for p in json.load(sys.stdin)))')
+    [ "$ready" -ge "$3" ] && return
+    sleep 0.1
+  done
+  echo "bench.sh: the backlog of $3 executions was not queued in 120 s" >&2; exit 1
 }
 
 # The standard scenarios against the deployment at $URL (noop executor).
@@ -156,7 +169,7 @@ run_dev() {
 
 # ---- distributed: api + scheduler + workers on PostgreSQL and Redis -------------------------
 run_distributed() {
-  wanted $STANDARD_RUNS sandboxed-true || return 0
+  wanted $STANDARD_RUNS burst-backlog sandboxed-true || return 0
   say "deployment: distributed (PostgreSQL + Redis, $WORKERS workers)"
   psql "$PG/postgres" -qtAX -c "DROP DATABASE IF EXISTS codex32_bench" -c "CREATE DATABASE codex32_bench" >/dev/null
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.out" 2>&1 &
@@ -167,9 +180,18 @@ run_distributed() {
   start api api
   start scheduler scheduler
   URL=$(api_url api); KEY=$(api_key "$URL")
-  if wanted $STANDARD_RUNS; then
+  if wanted $STANDARD_RUNS burst-backlog; then
+    # The peers' way (issue #7): a backlog enqueued while no worker runs, then the workers
+    # started; the report's "from the first start" rate is how fast they drained it.
+    local backlog=
+    if wanted burst-backlog; then
+      lt dist burst-backlog burst -n "$(n 20000)" -c 4 --batch 500 &
+      backlog=$!
+      await_ready "$URL" "$KEY" "$(n 20000)"
+    fi
     for i in $(seq 1 "$WORKERS"); do start "worker-$i" worker --executor noop --worker-id "bench-$i"; done
     await_workers "$URL" "$KEY" "$WORKERS"
+    [ -z "$backlog" ] || wait "$backlog"
     standard_set dist
     for pid in "${PIDS[@]: -$WORKERS}"; do kill -TERM "$pid"; wait "$pid" || true; done
   fi

@@ -196,12 +196,7 @@ fn missed_fires(rows: &[ExecRow]) -> u64 {
 
 fn throughput(outcome: &Outcome, accepted: u64) -> Throughput {
     let finals: Vec<&ExecRow> = outcome.executions.iter().filter(|e| e.is_final()).collect();
-    let first = finals.iter().map(|e| e.queued_at).min();
-    let last = finals.iter().filter_map(|e| e.finished_at).max();
-    let span = match (first, last) {
-        (Some(a), Some(b)) => (ms(a, b).max(1) as f64) / 1000.0,
-        _ => 0.0,
-    };
+    let (span, drain_span) = spans(&finals);
     let load_s = outcome.load_wall.as_secs_f64();
     let per_s = |n: f64, s: f64| {
         if s > 0.0 {
@@ -216,8 +211,24 @@ fn throughput(outcome: &Outcome, accepted: u64) -> Throughput {
         processed: finals.len() as u64,
         processed_span_s: span,
         processed_per_s: per_s(finals.len() as f64, span),
+        drain_span_s: drain_span,
+        drain_per_s: per_s(finals.len() as f64, drain_span),
         offered_per_s: outcome.offered_per_s,
     }
+}
+
+/// Seconds from the first `queued_at`, and from the first `started_at`, to the last
+/// `finished_at` of these final executions (0 when there is none; at least 1 ms otherwise).
+fn spans(finals: &[&ExecRow]) -> (f64, f64) {
+    let last = finals.iter().filter_map(|e| e.finished_at).max();
+    let to_last = |first: Option<DateTime<Utc>>| match (first, last) {
+        (Some(a), Some(b)) => (ms(a, b).max(1) as f64) / 1000.0,
+        _ => 0.0,
+    };
+    (
+        to_last(finals.iter().map(|e| e.queued_at).min()),
+        to_last(finals.iter().filter_map(|e| e.started_at).min()),
+    )
 }
 
 fn costs(usage: &Usage, processed: u64) -> Vec<ProcessCost> {
@@ -300,4 +311,50 @@ fn notes(outcome: &Outcome, counts: &Counts) -> Vec<String> {
         ));
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(queued: i64, started: Option<i64>, finished: i64) -> ExecRow {
+        let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(1_800_000_000_000 + ms);
+        ExecRow {
+            id: uuid::Uuid::new_v4(),
+            bot_id: uuid::Uuid::nil(),
+            status: if started.is_some() {
+                "succeeded"
+            } else {
+                "cancelled"
+            }
+            .to_owned(),
+            attempt: 1,
+            queued_at: at(queued).unwrap(),
+            run_at: None,
+            started_at: started.and_then(at),
+            finished_at: at(finished),
+            scheduled_for: None,
+        }
+    }
+
+    #[test]
+    fn a_backlog_drains_from_its_first_start_not_its_first_enqueue() {
+        // Queued over the first second, nothing started before 4 s, the last ended at 6 s;
+        // a cancelled one never started and does not move the drain's start.
+        let rows = [
+            row(0, Some(4_000), 4_010),
+            row(1_000, Some(5_000), 6_000),
+            row(500, None, 2_000),
+        ];
+        let finals: Vec<&ExecRow> = rows.iter().collect();
+        assert_eq!(spans(&finals), (6.0, 2.0));
+    }
+
+    #[test]
+    fn no_final_execution_spans_nothing() {
+        assert_eq!(spans(&[]), (0.0, 0.0));
+        let never_started = [row(0, None, 0)];
+        let finals: Vec<&ExecRow> = never_started.iter().collect();
+        assert_eq!(spans(&finals), (0.001, 0.0));
+    }
 }

@@ -48,6 +48,11 @@ fn rows(a: &Report, b: &Report) -> Vec<(String, f64, f64)> {
             b.throughput.processed_per_s,
         ),
         (
+            "processed /s from the first start".to_owned(),
+            a.throughput.drain_per_s,
+            b.throughput.drain_per_s,
+        ),
+        (
             "lost".to_owned(),
             a.counts.lost as f64,
             b.counts.lost as f64,

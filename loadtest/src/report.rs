@@ -72,6 +72,14 @@ pub struct Throughput {
     /// First `queued_at` to last `finished_at`, in seconds.
     pub processed_span_s: f64,
     pub processed_per_s: f64,
+    /// First `started_at` to last `finished_at`, in seconds: the processing alone, without
+    /// the enqueue before it when workers start after a backlog was queued.
+    #[serde(default)]
+    pub drain_span_s: f64,
+    /// Executions that ended per second of [`drain_span_s`](Self::drain_span_s): how fast a
+    /// backlog drains, measured as the peers of issue #7 were (enqueued, then processed).
+    #[serde(default)]
+    pub drain_per_s: f64,
     /// The arrival rate asked for (steady and mixed).
     pub offered_per_s: Option<f64>,
 }
@@ -177,8 +185,15 @@ impl Report {
             .unwrap_or_default();
         let _ = writeln!(
             t,
-            "throughput  {offered}enqueue {:.0}/s over {:.1} s  processed {:.0}/s ({} in {:.1} s)",
-            r.enqueue_per_s, r.load_s, r.processed_per_s, r.processed, r.processed_span_s
+            "throughput  {offered}enqueue {:.0}/s over {:.1} s  processed {:.0}/s ({} in {:.1} s)  \
+             from the first start {:.0}/s ({:.1} s)",
+            r.enqueue_per_s,
+            r.load_s,
+            r.processed_per_s,
+            r.processed,
+            r.processed_span_s,
+            r.drain_per_s,
+            r.drain_span_s
         );
         let _ = writeln!(
             t,

@@ -13,9 +13,9 @@ pub fn summarize(paths: &[PathBuf]) -> Result<String, Error> {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| run | processed/s | enqueue/s | enqueue p50 / p99 ms | dispatch p50 / p99 ms | end-to-end p50 / p99 ms | cron fire lateness p50 / p99 ms | lost | dup | CPU s / 1000: codex32, postgres, redis |"
+        "| run | processed/s | from the first start /s | enqueue/s | enqueue p50 / p99 ms | dispatch p50 / p99 ms | end-to-end p50 / p99 ms | cron fire lateness p50 / p99 ms | lost | dup | CPU s / 1000: codex32, postgres, redis |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for path in paths {
         let r = Report::read(path)?;
         let _ = writeln!(t, "{}", row(&r));
@@ -46,9 +46,10 @@ fn row(r: &Report) -> String {
         }
     };
     format!(
-        "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {}, {}, {} |",
+        "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {}, {}, {} |",
         r.label.as_deref().unwrap_or(&r.scenario),
         r.throughput.processed_per_s,
+        r.throughput.drain_per_s,
         r.throughput.enqueue_per_s,
         pair("enqueue"),
         pair("dispatch"),

@@ -53,13 +53,24 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 
     /// Writes `item` with whatever else is waiting, and returns its result.
     pub async fn submit(&self, item: T) -> Result<R, String> {
+        self.send(item).await
+    }
+
+    /// Hands `item` over now and returns the wait for its result: the caller goes on with
+    /// other work while it is written. Items are written in the order they were handed over,
+    /// so with one write at a time ([`Batcher::start`]) an item handed over later is never
+    /// written before this one.
+    pub fn send(&self, item: T) -> impl Future<Output = Result<R, String>> + Send + use<T, R> {
         let (reply, result) = oneshot::channel();
-        self.tx
-            .send((item, reply))
-            .map_err(|_| "the batch writer has stopped".to_owned())?;
-        result
-            .await
-            .map_err(|_| "the batch writer dropped the item".to_owned())?
+        let sent = self.tx.send((item, reply)).is_ok();
+        async move {
+            if !sent {
+                return Err("the batch writer has stopped".to_owned());
+            }
+            result
+                .await
+                .map_err(|_| "the batch writer dropped the item".to_owned())?
+        }
     }
 }
 
@@ -255,6 +266,27 @@ mod tests {
             Ok(8),
             "the writer outlives the panics"
         );
+    }
+
+    #[tokio::test]
+    async fn items_handed_over_first_are_written_first_while_their_senders_go_on() {
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = written.clone();
+        let batcher = Batcher::start(2, move |items: Vec<u32>| {
+            let log = log.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                log.lock().unwrap().extend(items.iter().copied());
+                Ok(vec![(); items.len()])
+            }
+        });
+        // Handed over before any is awaited, and awaited in reverse: the order they were
+        // handed over in is the order they are written in.
+        let waits: Vec<_> = (0..7).map(|i| batcher.send(i)).collect();
+        for wait in waits.into_iter().rev() {
+            wait.await.expect("written");
+        }
+        assert_eq!(*written.lock().unwrap(), (0..7).collect::<Vec<u32>>());
     }
 
     #[tokio::test]

@@ -252,7 +252,8 @@ fn start(
 ) {
     let ctx = ctx.clone();
     tracker.spawn(async move {
-        let run = tokio::spawn(runner::run(ctx.clone(), lease.clone())).await;
+        // The slot goes with the run, which frees it once the result is durable.
+        let run = tokio::spawn(runner::run(ctx.clone(), lease.clone(), permit)).await;
         if let Err(e) = run
             && e.is_panic()
         {
@@ -261,7 +262,6 @@ fn start(
             metrics::counter!("codex32_worker_task_restarts_total", "task" => "slot").increment(1);
             runner::recover_panic(&ctx, &lease, &panic).await;
         }
-        drop(permit);
     });
 }
 

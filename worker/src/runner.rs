@@ -3,6 +3,7 @@
 //! that — fenced by the attempt, so nothing is written once the lease is lost.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use codex32_shared::domain::{BotKind, BotSpec, ExecStatus, Execution};
 use codex32_shared::queue::{Lease, QueueItem};
 use codex32_shared::retry::RetryPolicy;
 use codex32_shared::store::{Finish, NewEvent, SecretEntry, Store};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -339,14 +341,24 @@ impl Ctx {
     /// Publishes with the events of other slots. Waits until it is out, so an execution's
     /// events leave in the order they happened.
     pub(crate) async fn publish(&self, event: Event) {
-        if let Err(e) = self.writes.published.submit(event).await {
-            tracing::debug!(error = %e, "Event not published.");
+        self.publish_later(event).await
+    }
+
+    /// Hands `event` to the publisher now and returns the wait for it to be out: events
+    /// handed over later leave after it whether or not this is awaited first.
+    pub(crate) fn publish_later(&self, event: Event) -> impl Future<Output = ()> + use<> {
+        let published = self.writes.published.send(event);
+        async move {
+            if let Err(e) = published.await {
+                tracing::debug!(error = %e, "Event not published.");
+            }
         }
     }
 }
 
-/// Runs the execution behind a queue lease to its end.
-pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
+/// Runs the execution behind a queue lease to its end. `slot` is freed as soon as the
+/// result is durable: the queue ack and the announcement that follow need no slot.
+pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease, slot: OwnedSemaphorePermit) {
     let exec = match ctx.writes.claims.submit(lease.id).await {
         Ok(Some(exec)) => exec,
         Ok(None) => {
@@ -364,7 +376,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
     if let Ok(mut waiting) = ctx.waiting.lock() {
         waiting.remove(&exec.id);
     }
-    ctx.publish(Event::updated(&exec)).await;
+    // Announced while the execution runs, not before: nothing it does waits on the bus, and
+    // its later events are handed over after this one, so they still leave in order.
+    let started = ctx.publish_later(Event::updated(&exec));
     let stop = Arc::new(Stop::default());
     if let Ok(mut running) = ctx.running.lock() {
         running.insert(exec.id, stop.clone());
@@ -385,10 +399,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, lease: Lease) {
     if stop.is_service() {
         service::handing_back(&ctx, &exec, stop.reason()).await;
     }
-    let finish = conclude(&ctx, &exec, &lease, verdict, stop.reason()).await;
+    let finish = conclude(&ctx, &exec, &lease, verdict, stop.reason(), slot).await;
     if let Some(finish) = finish.filter(|_| stop.is_service()) {
         service::ended(&ctx, &exec, &finish).await;
     }
+    started.await;
 }
 
 /// What a running execution holds on this worker, released however its task ends — also
@@ -710,8 +725,10 @@ async fn conclude(
     lease: &Lease,
     verdict: Verdict,
     stopped: Option<StopReason>,
+    slot: OwnedSemaphorePermit,
 ) -> Option<Finish> {
     if stopped == Some(StopReason::LeaseLost) {
+        drop(slot);
         ctx.ack(lease).await;
         return None;
     }
@@ -723,7 +740,9 @@ async fn conclude(
         verdict,
         stopped,
     );
-    match ctx.writes.results.submit(finish.clone()).await {
+    let written = ctx.writes.results.submit(finish.clone()).await;
+    drop(slot);
+    match written {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(execution_id = %exec.id, attempt = exec.attempt, "Result discarded: the lease moved on.");
