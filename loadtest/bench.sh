@@ -75,16 +75,29 @@ api_key() {
     -d '{"name": "bench", "role": "admin"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])'
 }
 
-# await_workers URL KEY N: waits until N workers are alive.
-await_workers() {
-  for _ in $(seq 1 300); do
-    local alive
-    alive=$(curl -sf "$1/api/v1/workers" -H "authorization: Bearer $2" |
-      python3 -c 'import json, sys; print(sum(w["state"] == "alive" for w in json.load(sys.stdin)))')
-    [ "$alive" -ge "$3" ] && return
+# await_at_least URL KEY PATH EXPR N SECONDS WHAT: polls GET PATH every 0.1 s until the
+# Python expression EXPR over its JSON body (`j`) reaches N; fails after SECONDS.
+await_at_least() {
+  for _ in $(seq 1 $(( $6 * 10 ))); do
+    local got
+    got=$(curl -sf "$1$3" -H "authorization: Bearer $2" |
+      python3 -c "import json, sys; j = json.load(sys.stdin); print($4)")
+    [ "$got" -ge "$5" ] && return
     sleep 0.1
   done
-  echo "bench.sh: workers did not register" >&2; exit 1
+  echo "bench.sh: $7 in $6 s" >&2; exit 1
+}
+
+# await_workers URL KEY N: waits until N workers are alive.
+await_workers() {
+  await_at_least "$1" "$2" /api/v1/workers 'sum(w["state"] == "alive" for w in j)' "$3" 30 \
+    "workers did not register"
+}
+
+# await_ready URL KEY N: waits until the queues hold N executions ready to run.
+await_ready() {
+  await_at_least "$1" "$2" /api/v1/queues 'sum(p["ready"] for p in j)' "$3" 120 \
+    "the backlog of $3 executions was not queued"
 }
 
 # The runs of standard_set; sandboxed-true runs on real workers after them; burst-backlog
@@ -106,18 +119,6 @@ lt() {
   say "$deployment: $name"
   "$BIN" loadtest "$@" --url "$URL" --api-key "$KEY" --label "$deployment $name" \
     --out "$OUT/$deployment-$name" --drain-timeout-s 60
-}
-
-# await_ready URL KEY N: waits until the queues hold N executions ready to run.
-await_ready() {
-  for _ in $(seq 1 1200); do
-    local ready
-    ready=$(curl -sf "$1/api/v1/queues" -H "authorization: Bearer $2" |
-      python3 -c 'import json, sys; print(sum(p["ready"] for p in json.load(sys.stdin)))')
-    [ "$ready" -ge "$3" ] && return
-    sleep 0.1
-  done
-  echo "bench.sh: the backlog of $3 executions was not queued in 120 s" >&2; exit 1
 }
 
 # The standard scenarios against the deployment at $URL (noop executor).
