@@ -284,3 +284,71 @@ async fn a_worker_killed_during_a_steady_run_costs_latency_not_executions() {
     );
     assert!(r.counts.accepted >= 800, "{table}");
 }
+
+/// Load from one key meets the API's per-caller limit unless the API is started without it.
+/// The 429s are counted as errors and said to be the limit, and the reads after the load wait
+/// for the limit's window instead of counting the accepted executions as lost.
+#[tokio::test]
+async fn a_rate_limited_run_counts_its_refusals_and_still_reads_every_execution_back() {
+    let dev = Dev::start(&[NOOP, ("CODEX32_RATE_LIMIT_PER_MIN", "120")]).await;
+    let r = run(&dev.client, &["burst", "-n", "200", "-c", "2"]).await;
+    let table = r.table();
+    let refused = r.errors.get("submit: http 429 rate_limited").copied();
+    assert!(refused.is_some_and(|n| n > 0), "{table}");
+    assert_eq!(r.counts.accepted + refused.unwrap(), 200, "{table}");
+    assert!(r.counts.accepted > 0, "{table}");
+    assert_eq!(
+        r.counts.by_status.get("succeeded"),
+        Some(&r.counts.accepted),
+        "{table}"
+    );
+    assert_eq!((r.counts.lost, r.counts.duplicates), (0, 0), "{table}");
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("CODEX32_RATE_LIMIT_PER_MIN=0")),
+        "{table}"
+    );
+}
+
+/// Ctrl-C ends the load early; the run still reports what it made and deletes its bot.
+#[tokio::test]
+async fn an_interrupted_run_reports_what_it_made_and_deletes_its_bot() {
+    let dev = Dev::start(&[NOOP]).await;
+    let key = dev.client.api_key("user").await;
+    let out = dev.dir.path().join("interrupted");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex32"))
+        .args(["loadtest", "steady", "--rate", "50", "--duration-s", "120"])
+        .args(["--no-progress", "--url", &dev.client.base])
+        .arg("--out")
+        .arg(&out)
+        .env("CODEX32_API_KEY", key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start codex32 loadtest");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = nix::unistd::Pid::from_raw(run.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let done = tokio::time::timeout(LONG, run.wait_with_output())
+        .await
+        .expect("the run ends soon after Ctrl-C")
+        .expect("its output");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+    );
+    assert!(done.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("interrupted (Ctrl-C)"), "{stdout}");
+    let report = Report::read(&out.join("report.json")).expect("the report");
+    // Two seconds of a 120-second load at 50/s: stopped long before its end.
+    assert!(
+        (1..1_000).contains(&report.counts.accepted),
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.counts.lost, 0, "{}", report.table());
+    let bots = dev.client.get("/bots").await;
+    assert_eq!(bots.as_array().map(Vec::len), Some(0), "{bots}");
+}

@@ -41,7 +41,7 @@ pub fn build(scenario: &Scenario, outcome: Outcome, usage: Usage) -> Report {
     let counts = counts(&outcome);
     let throughput = throughput(&outcome, counts.accepted);
     let resources = costs(&usage, throughput.processed);
-    let notes = notes(&outcome, &counts);
+    let notes = notes(&outcome, &counts, &scenario.common().pool);
     Report {
         scenario: scenario.name().to_owned(),
         label: scenario.common().label.clone(),
@@ -287,7 +287,7 @@ fn timeline(lat: &Latencies) -> Vec<Second> {
         .collect()
 }
 
-fn notes(outcome: &Outcome, counts: &Counts) -> Vec<String> {
+fn notes(outcome: &Outcome, counts: &Counts, pool: &str) -> Vec<String> {
     let mut notes = vec![
         "dispatch and end_to_end come from codex32's stored timestamps: millisecond resolution"
             .to_owned(),
@@ -304,10 +304,52 @@ fn notes(outcome: &Outcome, counts: &Counts) -> Vec<String> {
             "enqueue latency is per request: batches of up to {most} executions each"
         ));
     }
+    if crate::interrupt::requested() {
+        notes.push("interrupted (Ctrl-C): the load stopped early".to_owned());
+    }
     if !outcome.all_final {
         notes.push(format!(
-            "gave up waiting after the drain timeout: {} executions were not final",
+            "gave up waiting after the drain timeout: {} executions were not final; is a worker \
+             serving the pool {pool:?} running (GET /api/v1/workers)? --drain-timeout-s waits longer",
             counts.lost
+        ));
+    }
+    notes.extend(outcome.notes.iter().cloned());
+    notes.extend(trouble(outcome));
+    notes
+}
+
+/// What makes a run's figures misleading, said where the figures are read.
+fn trouble(outcome: &Outcome) -> Vec<String> {
+    let mut notes = Vec::new();
+    let errors = &outcome.observed.errors;
+    let limited: u64 = errors
+        .iter()
+        .filter(|(kind, _)| kind.contains("http 429"))
+        .map(|(_, n)| n)
+        .sum();
+    if limited > 0 {
+        notes.push(format!(
+            "{limited} requests were refused with 429{}",
+            crate::client::RATE_LIMIT_HINT
+        ));
+    }
+    if let Some(kind) = errors.keys().find(|kind| kind.starts_with("read back:")) {
+        notes.push(format!(
+            "the run's executions could not be read back ({kind}): every accepted one counts as lost"
+        ));
+    }
+    let unsuccessful: Vec<&ExecRow> = outcome
+        .executions
+        .iter()
+        .filter(|e| e.is_final() && e.status != "succeeded")
+        .collect();
+    if let Some(first) = unsuccessful.first() {
+        notes.push(format!(
+            "{} executions ended without success (the bot's outcome, counted as processed, not \
+             as errors): see GET /api/v1/executions/{} for one",
+            unsuccessful.len(),
+            first.id
         ));
     }
     notes
@@ -356,5 +398,46 @@ mod tests {
         let never_started = [row(0, None, 0)];
         let finals: Vec<&ExecRow> = never_started.iter().collect();
         assert_eq!(spans(&finals), (0.001, 0.0));
+    }
+
+    #[test]
+    fn rate_limits_unread_executions_and_failed_bots_are_said_beside_the_figures() {
+        let mut outcome = Outcome::default();
+        outcome
+            .observed
+            .errors
+            .insert("submit: http 429 rate_limited".into(), 7);
+        let mut failed = row(0, Some(1), 2);
+        failed.status = "failed".into();
+        outcome.executions = vec![row(0, Some(1), 2), failed.clone()];
+        let notes = trouble(&outcome);
+        assert!(
+            notes[0].starts_with("7 requests were refused with 429"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[0].contains("CODEX32_RATE_LIMIT_PER_MIN=0"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].starts_with("1 executions ended without success"),
+            "{notes:?}"
+        );
+        assert!(notes[1].contains(&failed.id.to_string()), "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+
+        outcome.executions.clear();
+        outcome.observed.errors.clear();
+        outcome
+            .observed
+            .errors
+            .insert("read back: timeout".into(), 1);
+        let notes = trouble(&outcome);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("every accepted one counts as lost"),
+            "{notes:?}"
+        );
+        assert!(trouble(&Outcome::default()).is_empty());
     }
 }

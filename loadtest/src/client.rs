@@ -21,9 +21,22 @@ pub const PAGE: usize = 500;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallError {
     pub kind: String,
+    /// What the server said (its `error.message`), or what failed below HTTP; for setup
+    /// errors, where a person reads it.
+    pub message: Option<String>,
+    /// The server's `Retry-After` on a 429 or 503: when a read after the load may try again.
+    pub retry_after: Option<Duration>,
 }
 
 impl CallError {
+    fn new(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: None,
+            retry_after: None,
+        }
+    }
+
     fn from_reqwest(e: &reqwest::Error) -> Self {
         let kind = if e.is_timeout() {
             "timeout"
@@ -34,8 +47,46 @@ impl CallError {
         } else {
             "request"
         };
-        Self { kind: kind.into() }
+        let mut source: &dyn std::error::Error = e;
+        while let Some(inner) = source.source() {
+            source = inner;
+        }
+        Self {
+            message: Some(source.to_string()),
+            ..Self::new(kind)
+        }
     }
+
+    /// Whether the server refused the call for the caller's request rate.
+    pub fn is_rate_limited(&self) -> bool {
+        self.kind.starts_with("http 429")
+    }
+
+    /// The kind and, where known, what the server said.
+    pub fn explained(&self) -> String {
+        match &self.message {
+            Some(message) if !message.is_empty() => format!("{}: {message}", self.kind),
+            _ => self.kind.clone(),
+        }
+    }
+}
+
+/// What to do about 429 answers: the API's per-caller limit counts every request of the run.
+pub const RATE_LIMIT_HINT: &str = "; that is the API's per-caller rate limit: start the API \
+     with CODEX32_RATE_LIMIT_PER_MIN=0 to load-test it (loadtest/README.md, The standard set)";
+
+/// Refuses a base URL the client could only fail on later, with a vaguer message.
+fn check_url(url: &str) -> Result<(), Error> {
+    let bad = |why: &str| {
+        Error::Usage(format!(
+            "--url {url:?} {why}: give codex32's base URL, such as http://127.0.0.1:8080"
+        ))
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("needs http:// or https:// and a host"));
+    }
+    Ok(())
 }
 
 /// An execution as the harness needs it: its identity, outcome and timestamps.
@@ -83,6 +134,8 @@ struct Depth {
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
+    /// The deployment's base URL, as given.
+    url: String,
     /// `…/api/v1`
     base: String,
     auth: HeaderValue,
@@ -92,6 +145,7 @@ pub struct Api {
 impl Api {
     /// A client keeping up to `connections` idle connections for reuse.
     pub fn new(url: &str, api_key: &str, connections: usize) -> Result<Self, Error> {
+        check_url(url)?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(connections.max(1))
             .tcp_nodelay(true)
@@ -102,6 +156,7 @@ impl Api {
             .map_err(|_| Error::Usage("the API key holds characters a header cannot".into()))?;
         Ok(Self {
             http,
+            url: url.trim_end_matches('/').to_owned(),
             base: format!("{}/api/v1", url.trim_end_matches('/')),
             auth,
             key: api_key.to_owned(),
@@ -123,6 +178,12 @@ impl Api {
             .await
             .map_err(|e| CallError::from_reqwest(&e))?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = resp
             .bytes()
             .await
@@ -130,19 +191,20 @@ impl Api {
         if status.is_success() {
             return Ok(body.to_vec());
         }
-        let code = serde_json::from_slice::<Value>(&body)
+        let error = serde_json::from_slice::<Value>(&body)
             .ok()
-            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+            .map(|v| v["error"].clone())
             .unwrap_or_default();
+        let code = error["code"].as_str().unwrap_or_default();
         Err(CallError {
             kind: format!("http {} {code}", status.as_u16()).trim().to_owned(),
+            message: error["message"].as_str().map(str::to_owned),
+            retry_after,
         })
     }
 
     fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CallError> {
-        serde_json::from_slice(body).map_err(|_| CallError {
-            kind: "bad response".into(),
-        })
+        serde_json::from_slice(body).map_err(|_| CallError::new("bad response"))
     }
 
     fn post_json(&self, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
@@ -222,19 +284,47 @@ impl Api {
         self.call(req)
             .await
             .map(drop)
-            .map_err(|e| Error::setup("checking the API key (GET /api/v1/auth/me)", e.kind))
+            .map_err(|e| self.setup_error("checking the API key (GET /api/v1/auth/me)", &e))
+    }
+
+    /// Checks that a bot given with `--bot` exists and the key sees it.
+    pub async fn check_bot(&self, id: Uuid) -> Result<(), Error> {
+        let req = self.http.get(format!("{}/bots/{id}", self.base));
+        self.call(req).await.map(drop).map_err(|e| {
+            self.setup_error(&format!("reading the bot {id} (GET /api/v1/bots/{id})"), &e)
+        })
     }
 
     /// Creates a bot; its id.
     pub async fn create_bot(&self, spec: &Value) -> Result<Uuid, Error> {
         let body = serde_json::to_vec(spec).unwrap_or_default();
+        let what = "creating the run's bot (POST /api/v1/bots)";
         let resp = self
             .call(self.post_json("/bots", body))
             .await
-            .map_err(|e| Error::setup("creating a bot (POST /api/v1/bots)", e.kind))?;
+            .map_err(|e| self.setup_error(what, &e))?;
         Self::json::<Created>(&resp)
             .map(|c| c.id)
-            .map_err(|e| Error::setup("creating a bot", e.kind))
+            .map_err(|e| self.setup_error(what, &e))
+    }
+
+    /// A refused setup call, with what the server said and what to do about it.
+    fn setup_error(&self, what: &str, e: &CallError) -> Error {
+        let hint = match e.kind.as_str() {
+            "connect" | "timeout" => format!(
+                "; is codex32 running at {}? Give its address with --url or CODEX32_LOADTEST_URL",
+                self.url
+            ),
+            k if k.starts_with("http 401") => {
+                "; check the key given with --api-key or CODEX32_API_KEY (loadtest/README.md, Quick start, shows how to make one)".to_owned()
+            }
+            k if k.starts_with("http 404") && what.starts_with("reading the bot") => {
+                "; give the id of a bot the key's user can see (GET /api/v1/bots lists them), or leave out --bot".to_owned()
+            }
+            _ if e.is_rate_limited() => RATE_LIMIT_HINT.to_owned(),
+            _ => String::new(),
+        };
+        Error::setup(what, format!("{}{hint}", e.explained()))
     }
 
     /// `POST /bots/{id}/pause`: its schedule stops firing.

@@ -13,6 +13,9 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, Error> {
     let mut t = String::new();
     let _ = writeln!(t, "A: {} ({})", a.display(), describe(&ra));
     let _ = writeln!(t, "B: {} ({})", b.display(), describe(&rb));
+    if let Some(warning) = mismatch(&ra, &rb) {
+        let _ = writeln!(t, "note: {warning}");
+    }
     let _ = writeln!(t, "{:<34}{:>14}{:>14}{:>9}", "", "A", "B", "B/A");
     for (name, va, vb) in rows(&ra, &rb) {
         let ratio = if va != 0.0 {
@@ -23,6 +26,25 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, Error> {
         let _ = writeln!(t, "{name:<34}{va:>14.3}{vb:>14.3}{ratio:>9}");
     }
     Ok(t)
+}
+
+/// Why the ratios of two reports may not compare like with like.
+fn mismatch(a: &Report, b: &Report) -> Option<String> {
+    if a.scenario != b.scenario {
+        return Some(format!(
+            "A is a {} run and B a {} run: their figures measure different loads",
+            a.scenario, b.scenario
+        ));
+    }
+    let batch = |r: &Report| r.params["batch"].as_u64().unwrap_or(1);
+    if batch(a) != batch(b) {
+        return Some(format!(
+            "A sent {} execution(s) per request and B {}: enqueue latency is per request",
+            batch(a),
+            batch(b)
+        ));
+    }
+    None
 }
 
 fn describe(r: &Report) -> String {

@@ -12,6 +12,8 @@ use crate::client::{Api, CallError, ExecRow, PAGE};
 
 /// How often the queue depth is read while waiting.
 const POLL: Duration = Duration::from_millis(100);
+/// How long the wait goes on once the run was interrupted.
+const AFTER_INTERRUPT: Duration = Duration::from_secs(10);
 /// How often the store is asked, when the queue does not say the pool is empty.
 const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
@@ -26,9 +28,14 @@ pub async fn await_finals(
     timeout: Duration,
     bar: &ProgressBar,
 ) -> bool {
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let mut last_confirm = Instant::now();
+    let mut cut_short = false;
     loop {
+        if crate::interrupt::requested() && !cut_short {
+            cut_short = true;
+            deadline = deadline.min(Instant::now() + AFTER_INTERRUPT);
+        }
         let depth = api.queue_depth(pool).await.ok();
         if let Some(depth) = depth {
             bar.set_position(expected.saturating_sub(depth));
@@ -36,9 +43,18 @@ pub async fn await_finals(
         let confirm = depth == Some(0) || last_confirm.elapsed() >= CONFIRM_EVERY;
         if confirm {
             last_confirm = Instant::now();
-            if matches!(none_live(api, bots).await, Ok(true)) {
-                bar.set_position(expected);
-                return true;
+            match none_live(api, bots).await {
+                Ok(true) => {
+                    bar.set_position(expected);
+                    return true;
+                }
+                // The key's rate limit: asking again before it allows only spends the wait.
+                Err(e) if e.is_rate_limited() => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let wait = e.retry_after.unwrap_or(POLL).min(MAX_RETRY_WAIT).min(left);
+                    tokio::time::sleep(wait).await;
+                }
+                _ => {}
             }
         }
         if Instant::now() >= deadline {
@@ -84,6 +100,13 @@ pub async fn fetch_all(
     }
 }
 
+/// How often a read after the load is tried before the run gives up on it; more often when
+/// the API's rate limit refused it, since its `Retry-After` says when it will not.
+const TRIES: u32 = 5;
+const TRIES_RATE_LIMITED: u32 = 30;
+/// The longest wait between two tries, whatever `Retry-After` says.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
 /// A read after the load: a busy server gets a few tries before the run gives up on it.
 async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, CallError>
 where
@@ -94,11 +117,65 @@ where
     loop {
         match call().await {
             Ok(v) => return Ok(v),
-            Err(e) if tries >= 5 => return Err(e),
-            Err(_) => {
+            Err(e) => {
+                let most = if e.is_rate_limited() {
+                    TRIES_RATE_LIMITED
+                } else {
+                    TRIES
+                };
+                if tries >= most {
+                    return Err(e);
+                }
                 tries += 1;
-                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                let backoff = Duration::from_millis(200 * u64::from(tries));
+                let wait = e
+                    .retry_after
+                    .map_or(backoff, |after| after.min(MAX_RETRY_WAIT));
+                tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A call that fails `failures` times with `kind`, then answers; and how often it ran.
+    async fn flaky(kind: &str, failures: u32) -> (Result<(), CallError>, u32) {
+        let calls = AtomicU32::new(0);
+        let result = with_retries(|| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            let error = CallError {
+                kind: kind.to_owned(),
+                message: None,
+                retry_after: Some(Duration::from_millis(1)),
+            };
+            async move { if n < failures { Err(error) } else { Ok(()) } }
+        })
+        .await;
+        (result, calls.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn reads_refused_by_the_rate_limit_are_tried_until_it_allows_them() {
+        let (result, calls) = flaky("http 429 rate_limited", TRIES + 3).await;
+        assert!(result.is_ok());
+        assert_eq!(calls, TRIES + 4);
+        let (result, calls) = flaky("http 429 rate_limited", TRIES_RATE_LIMITED + 1).await;
+        assert_eq!(result.unwrap_err().kind, "http 429 rate_limited");
+        assert_eq!(calls, TRIES_RATE_LIMITED + 1);
+    }
+
+    #[tokio::test]
+    async fn other_failed_reads_get_a_few_tries() {
+        let (result, calls) = flaky("http 500 internal", 2).await;
+        assert!(result.is_ok());
+        assert_eq!(calls, 3);
+        let (result, calls) = flaky("http 500 internal", TRIES + 1).await;
+        assert_eq!(result.unwrap_err().kind, "http 500 internal");
+        assert_eq!(calls, TRIES + 1);
     }
 }

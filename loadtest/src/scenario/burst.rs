@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Common, Outcome, RunBot, finish_run, with_progress};
+use super::{Common, Outcome, RunBot, at_least_one, finish_run, with_progress};
 use crate::client::Api;
 use crate::error::Error;
 use crate::measure::Recorder;
@@ -24,21 +24,24 @@ pub struct BurstArgs {
     #[command(flatten)]
     pub common: Common,
     /// Executions to create.
-    #[arg(short = 'n', long, default_value_t = 10_000)]
+    #[arg(short = 'n', long, default_value_t = 10_000, value_parser = at_least_one::<u64>(), allow_negative_numbers = true)]
     pub executions: u64,
     /// Concurrent connections, each sending its next request when the last is answered.
-    #[arg(short = 'c', long, default_value_t = 8)]
+    #[arg(short = 'c', long, default_value_t = 8, value_parser = at_least_one::<usize>(), allow_negative_numbers = true)]
     pub connections: usize,
     /// Executions per request: 1 uses `POST …/executions`, more the batch endpoint (≤ 1000).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH))]
     pub batch: u64,
 }
 
 pub async fn run(args: &BurstArgs, progress: Progress) -> Result<Outcome, Error> {
-    if !(1..=MAX_BATCH).contains(&args.batch) || args.connections == 0 {
-        return Err(Error::Usage(format!(
-            "--batch must be 1 to {MAX_BATCH} and --connections at least 1"
-        )));
+    if !(1..=MAX_BATCH).contains(&args.batch) {
+        return Err(Error::Usage(format!("--batch must be 1 to {MAX_BATCH}")));
+    }
+    if args.connections == 0 || args.executions == 0 {
+        return Err(Error::Usage(
+            "--connections and --executions must be at least 1".into(),
+        ));
     }
     let api = Api::new(&args.common.url, &args.common.api_key, args.connections)?;
     let bot = RunBot::setup(&api, &args.common, "burst").await?;
@@ -83,7 +86,7 @@ impl Sender {
     async fn run(self) {
         loop {
             let first = self.next.fetch_add(self.batch, Ordering::Relaxed);
-            if first >= self.total {
+            if first >= self.total || crate::interrupt::requested() {
                 return;
             }
             let count = self.batch.min(self.total - first);

@@ -31,10 +31,10 @@ pub struct CronArgs {
     #[command(flatten)]
     pub common: Common,
     /// Scheduled bots.
-    #[arg(short = 'm', long, default_value_t = 100)]
+    #[arg(short = 'm', long, default_value_t = 100, value_parser = super::at_least_one::<usize>(), allow_negative_numbers = true)]
     pub schedules: usize,
-    /// Seconds to let them fire.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds to let them fire (whole seconds).
+    #[arg(long, default_value_t = 30, value_parser = super::at_least_one::<u64>(), allow_negative_numbers = true)]
     pub duration_s: u64,
     /// Their cron expression (6 fields: seconds first).
     #[arg(long, default_value = "* * * * * *")]
@@ -54,6 +54,9 @@ pub async fn run(args: &CronArgs, progress: Progress) -> Result<Outcome, Error> 
     let bar = progress.bar("fire (s)", args.duration_s);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     for second in 0..=args.duration_s {
+        if crate::interrupt::requested() {
+            break;
+        }
         tick.tick().await;
         bar.set_position(second);
     }
@@ -66,7 +69,7 @@ pub async fn run(args: &CronArgs, progress: Progress) -> Result<Outcome, Error> 
     .into_iter()
     .for_each(|kind| recorder.error(format!("pause: {kind}")));
     let expected = (bots.len() as u64) * args.duration_s;
-    let (first, _) = settle(&api, &args.common, &bots, &recorder, expected, progress).await;
+    let (first, settled) = settle(&api, &args.common, &bots, &recorder, expected, progress).await;
     let executions = quiesce(&api, &args.common, &bots, &recorder, first).await;
     let all_final = executions.iter().all(ExecRow::is_final);
     if !args.common.keep_bots {
@@ -74,6 +77,11 @@ pub async fn run(args: &CronArgs, progress: Progress) -> Result<Outcome, Error> 
             api.delete_bot(id).await.map_err(|e| e.kind)
         })
         .await;
+    } else {
+        eprintln!(
+            "kept the run's {} bots (--keep-bots), paused; their names start with loadtest-cron-",
+            bots.len()
+        );
     }
     Ok(Outcome {
         started_at: recorder.started_at,
@@ -82,8 +90,29 @@ pub async fn run(args: &CronArgs, progress: Progress) -> Result<Outcome, Error> 
         load_wall,
         all_final,
         cron: Some(args.cron.clone()),
+        notes: notes(args, settled),
         ..Outcome::default()
     })
+}
+
+/// What a cron run's figures need beside them.
+fn notes(args: &CronArgs, settled: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !settled {
+        notes.push(format!(
+            "gave up after the drain timeout ({} s) waiting for executions the key sees to end: \
+             a cron run waits for all of them, also those of other bots",
+            args.common.drain_timeout_s
+        ));
+    }
+    if args.cron.split_whitespace().count() == 5 && args.duration_s < 60 {
+        notes.push(format!(
+            "{:?} has 5 fields and fires once a minute at most: a {} s run may see no fire; \
+             6 fields put seconds first (\"* * * * * *\" fires every second)",
+            args.cron, args.duration_s
+        ));
+    }
+    notes
 }
 
 /// Reads the executions back until two reads a few seconds apart agree and all are final

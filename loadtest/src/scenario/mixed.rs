@@ -26,7 +26,7 @@ pub struct MixedArgs {
     #[command(flatten)]
     pub steady: SteadyArgs,
     /// Dashboard reads per second (list, get and logs in turn).
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, value_parser = super::non_negative_rate, allow_negative_numbers = true)]
     pub read_rate: f64,
     /// WebSocket subscribers to the `executions` topic.
     #[arg(long, default_value_t = 4)]

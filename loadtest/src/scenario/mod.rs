@@ -24,6 +24,32 @@ use crate::measure::{Observed, Recorder};
 use crate::progress::Progress;
 use crate::ws::WsStats;
 
+/// `--rate` and the like: a positive, finite number (clap would take `-5` for an option).
+pub(crate) fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        Ok(_) => Err("must be more than 0 (executions per second)".into()),
+        Err(_) => Err("must be a number, such as 500 or 0.5".into()),
+    }
+}
+
+/// `--read-rate`: 0 (no reads) or more.
+pub(crate) fn non_negative_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate >= 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err("must be 0 or a positive number (reads per second)".into()),
+    }
+}
+
+/// A count or a number of seconds of at least 1: a run of none measures nothing.
+pub(crate) fn at_least_one<T>() -> clap::builder::RangedU64ValueParser<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+    <T as TryFrom<u64>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    clap::builder::RangedU64ValueParser::<T>::new().range(1..)
+}
+
 /// Options every scenario takes: where codex32 is, which bot to run, where results go.
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct Common {
@@ -148,6 +174,8 @@ pub struct Outcome {
     pub cron: Option<String>,
     /// The arrival rate asked for (steady and mixed).
     pub offered_per_s: Option<f64>,
+    /// What the scenario found worth saying beside its figures.
+    pub notes: Vec<String>,
 }
 
 /// The bot a run submits to: given, or made for the run (and deleted after it).
@@ -160,6 +188,7 @@ impl RunBot {
     pub async fn setup(api: &Api, common: &Common, scenario: &str) -> Result<Self, Error> {
         api.check_key().await?;
         if let Some(id) = common.bot {
+            api.check_bot(id).await?;
             return Ok(Self { id, made: false });
         }
         let id = api.create_bot(&bot_spec(common, scenario, None)).await?;
@@ -169,6 +198,8 @@ impl RunBot {
     pub async fn cleanup(&self, api: &Api, common: &Common) {
         if self.made && !common.keep_bots {
             let _ = api.delete_bot(self.id).await;
+        } else if self.made {
+            eprintln!("kept the run's bot {} (--keep-bots)", self.id);
         }
     }
 }

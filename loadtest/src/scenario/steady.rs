@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::burst::one_body;
-use super::{Common, Outcome, RunBot, finish_run, with_progress};
+use super::{Common, Outcome, RunBot, at_least_one, finish_run, positive_rate, with_progress};
 use crate::client::Api;
 use crate::error::Error;
 use crate::measure::Recorder;
@@ -25,22 +25,24 @@ pub struct SteadyArgs {
     #[command(flatten)]
     pub common: Common,
     /// Executions per second offered.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, value_parser = positive_rate, allow_negative_numbers = true)]
     pub rate: f64,
-    /// Seconds of load.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds of load (whole seconds).
+    #[arg(long, default_value_t = 30, value_parser = at_least_one::<u64>(), allow_negative_numbers = true)]
     pub duration_s: u64,
     /// Most submissions on the wire at once (connections); later arrivals wait, and their
     /// wait counts as latency.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>(), allow_negative_numbers = true)]
     pub max_in_flight: usize,
 }
 
 impl SteadyArgs {
     pub(crate) fn check(&self) -> Result<(), Error> {
-        if !(self.rate > 0.0 && self.rate.is_finite()) || self.max_in_flight == 0 {
+        let rate = positive_rate(&self.rate.to_string());
+        rate.map_err(|why| Error::Usage(format!("--rate {why}")))?;
+        if self.max_in_flight == 0 || self.duration_s == 0 {
             return Err(Error::Usage(
-                "--rate must be a positive number and --max-in-flight at least 1".into(),
+                "--max-in-flight and --duration-s must be at least 1".into(),
             ));
         }
         Ok(())
@@ -106,7 +108,7 @@ pub(crate) async fn arrivals(
     let total = (rate * length.as_secs_f64()).round() as u64;
     let due = |k: u64| start + Duration::from_secs_f64(k as f64 / rate);
     let mut k = 0;
-    while k < total {
+    while k < total && !crate::interrupt::requested() {
         let next = due(k);
         if next > Instant::now() {
             tokio::time::sleep_until(next.into()).await;
