@@ -146,6 +146,7 @@ impl Api {
     /// A client keeping up to `connections` idle connections for reuse.
     pub fn new(url: &str, api_key: &str, connections: usize) -> Result<Self, Error> {
         check_url(url)?;
+        let url = url.trim_end_matches('/');
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(connections.max(1))
             .tcp_nodelay(true)
@@ -156,8 +157,8 @@ impl Api {
             .map_err(|_| Error::Usage("the API key holds characters a header cannot".into()))?;
         Ok(Self {
             http,
-            url: url.trim_end_matches('/').to_owned(),
-            base: format!("{}/api/v1", url.trim_end_matches('/')),
+            url: url.to_owned(),
+            base: format!("{url}/api/v1"),
             auth,
             key: api_key.to_owned(),
         })
@@ -291,7 +292,14 @@ impl Api {
     pub async fn check_bot(&self, id: Uuid) -> Result<(), Error> {
         let req = self.http.get(format!("{}/bots/{id}", self.base));
         self.call(req).await.map(drop).map_err(|e| {
-            self.setup_error(&format!("reading the bot {id} (GET /api/v1/bots/{id})"), &e)
+            let what = format!("reading the bot {id} (GET /api/v1/bots/{id})");
+            let mut error = self.setup_error(&what, &e);
+            if let (Error::Setup { reason, .. }, true) = (&mut error, e.kind.starts_with("http 404")) {
+                reason.push_str(
+                    "; give the id of a bot the key's user can see (GET /api/v1/bots lists them), or leave out --bot",
+                );
+            }
+            error
         })
     }
 
@@ -317,9 +325,6 @@ impl Api {
             ),
             k if k.starts_with("http 401") => {
                 "; check the key given with --api-key or CODEX32_API_KEY (loadtest/README.md, Quick start, shows how to make one)".to_owned()
-            }
-            k if k.starts_with("http 404") && what.starts_with("reading the bot") => {
-                "; give the id of a bot the key's user can see (GET /api/v1/bots lists them), or leave out --bot".to_owned()
             }
             _ if e.is_rate_limited() => RATE_LIMIT_HINT.to_owned(),
             _ => String::new(),

@@ -30,10 +30,9 @@ pub async fn await_finals(
 ) -> bool {
     let mut deadline = Instant::now() + timeout;
     let mut last_confirm = Instant::now();
-    let mut cut_short = false;
     loop {
-        if crate::interrupt::requested() && !cut_short {
-            cut_short = true;
+        if crate::interrupt::requested() {
+            // Idempotent: once cut, a later `now + AFTER_INTERRUPT` is never the earlier one.
             deadline = deadline.min(Instant::now() + AFTER_INTERRUPT);
         }
         let depth = api.queue_depth(pool).await.ok();
